@@ -1,0 +1,303 @@
+"""``train(cfg) -> metrics``: data, model, fit, evaluate, outputs and tracking for one job.
+
+The function is plain (no Hydra state) so tests and other tools call it directly; the Hydra
+entrypoint in ``gender.run`` only composes the config and hands it over.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from gender.io import atomic_path, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEYS = ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate")
+
+
+def configure_runtime(trainer_cfg: Any, seed: int) -> None:
+    """Threads, determinism, precision and seeds: process-wide TF state, set before any op runs."""
+    import keras
+    import tensorflow as tf
+
+    for name, setter, getter in (
+        ("intra_op_threads", tf.config.threading.set_intra_op_parallelism_threads,
+         tf.config.threading.get_intra_op_parallelism_threads),
+        ("inter_op_threads", tf.config.threading.set_inter_op_parallelism_threads,
+         tf.config.threading.get_inter_op_parallelism_threads),
+    ):
+        value = trainer_cfg.get(name)
+        if value and getter() != int(value):
+            try:
+                setter(int(value))
+            except RuntimeError:  # a second job in the same process: TF is already running
+                log.warning("trainer.%s=%s ignored: TensorFlow already initialised in this process",
+                            name, value)
+    if trainer_cfg.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if trainer_cfg.get("mixed_precision") else "float32"
+    )
+    keras.utils.set_random_seed(int(seed))
+
+
+def distribution_strategy(name: str):
+    """``tf.distribute`` strategy by name; ``default`` is the no-op strategy."""
+    import tensorflow as tf
+
+    if name in (None, "default", "none"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    from gender.errors import UserError
+
+    raise UserError(f"trainer.strategy={name} is unknown; allowed: default, mirrored, multi_worker")
+
+
+def _history_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def make_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """Keras callbacks: learning-rate logging, history CSV, best checkpoint, early stopping, resume."""
+    import keras
+
+    t = cfg.trainer
+    history_path = run_dir / "history.csv"
+    previous = _history_rows(history_path)
+    best_so_far = max((float(r["val_accuracy"]) for r in previous), default=None)
+
+    class LearningRateLogger(keras.callbacks.Callback):
+        """Adds the current learning rate to the epoch logs (Keras 3 does not)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                opt = self.model.optimizer
+                lr = opt.learning_rate
+                logs["learning_rate"] = float(np.asarray(lr(opt.iterations) if callable(lr) else lr))
+
+    class HistoryCSV(keras.callbacks.Callback):
+        """Rewrites history.csv atomically each epoch; on resume it keeps the earlier epochs."""
+
+        def __init__(self):
+            super().__init__()
+            self.rows = previous
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {"epoch": str(epoch + 1), **{k: f"{float(logs[k]):.6g}" for k in HISTORY_KEYS
+                                              if k in logs}}
+            self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
+            write_csv(([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in self.rows),
+                      ["epoch", *HISTORY_KEYS], history_path)
+
+    callbacks = [LearningRateLogger(), HistoryCSV()]
+    callbacks.append(keras.callbacks.ModelCheckpoint(
+        str(run_dir / "checkpoints" / "best.weights.h5"), monitor=t.checkpoint.monitor,
+        mode="max" if "acc" in t.checkpoint.monitor else "min", save_best_only=True,
+        save_weights_only=True, initial_value_threshold=best_so_far,
+    ))
+    if t.early_stopping.enabled:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=t.early_stopping.monitor, patience=int(t.early_stopping.patience),
+            min_delta=float(t.early_stopping.min_delta),
+            mode="max" if "acc" in t.early_stopping.monitor else "min",
+        ))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / "backup")))
+    return callbacks
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and evaluate one configuration; write every output into ``cfg.paths.output_dir``."""
+    from gender.config import validate
+
+    validate(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "metrics.json").exists():
+        from gender.errors import UserError
+
+        raise UserError(f"{run_dir} already holds a finished run (metrics.json); "
+                        "a finished run is never overwritten: choose another hydra.run.dir")
+    from gender.tracking import Tracker
+
+    with Tracker.start(cfg, run_dir, job_type="train") as tracker:
+        return _train(cfg, run_dir, tracker)
+
+
+def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
+    started = time.perf_counter()
+    configure_runtime(cfg.trainer, cfg.seed)
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    from gender import data as gdata
+
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+    from gender.augmentation import build_augmentation
+    from gender.model import build_model
+    from gender.optimizer import build_optimizer
+
+    ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir)
+    print(ds.report.summary(), flush=True)
+    gdata.write_manifest(ds.splits, ds.class_names, run_dir / "split.csv",
+                         dict(zip(ds.cache.paths, ds.cache.sha1, strict=True)))
+    gdata.write_data_report(ds.report, run_dir)
+    log.info("split: %s", {k: len(v) for k, v in ds.splits.items()})
+
+    t = cfg.trainer
+    strategy = distribution_strategy(t.get("strategy", "default"))
+    placement = cfg.augmentation.get("placement", "pipeline")
+    with strategy.scope():
+        augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
+        model = build_model(cfg.model, ds.image_size,
+                            augmentation=augment if placement == "model" else None)
+        train_ds = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None)
+        if t.get("limit_batches"):
+            train_ds = train_ds.take(int(t.limit_batches))
+        steps = int(train_ds.cardinality().numpy())
+        steps = steps if steps > 0 else int(np.ceil(len(ds.splits["train"]) / cfg.data.batch_size))
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer, steps, int(t.epochs)),
+            loss=keras.losses.BinaryCrossentropy(label_smoothing=float(t.label_smoothing)),
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+            jit_compile=bool(t.jit_compile),
+        )
+    val_ds = ds.val.prefetch(tf.data.AUTOTUNE)
+    if t.get("limit_batches"):
+        val_ds = val_ds.take(int(t.limit_batches))
+    callbacks = make_callbacks(cfg, run_dir) + tracker.keras_callbacks()
+    fit_started = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
+              verbose=int(t.verbose))
+    fit_seconds = time.perf_counter() - fit_started
+
+    history = _history_rows(run_dir / "history.csv")
+    if not history:
+        from gender.errors import UserError
+
+        raise UserError("training ran no epoch (trainer.epochs must be >= 1)")
+    best = max(history, key=lambda r: float(r["val_accuracy"])) if t.checkpoint.restore_best \
+        else history[-1]
+    best_weights = run_dir / "checkpoints" / "best.weights.h5"
+    if t.checkpoint.restore_best and best_weights.exists():
+        model.load_weights(str(best_weights))
+    with atomic_path(run_dir / "model.keras") as tmp:
+        model.save(tmp.with_suffix(".keras"))
+        os.replace(tmp.with_suffix(".keras"), tmp)
+
+    result, rows = evaluate_split(model, ds, "test", run_dir, int(cfg.data.batch_size))
+    epochs_run = len(history)
+    metrics = {
+        "status": "completed",
+        "train_accuracy": float(best["accuracy"]),
+        "train_loss": float(best["loss"]),
+        "val_accuracy": float(best["val_accuracy"]),
+        "val_loss": float(best["val_loss"]),
+        "best_epoch": int(best["epoch"]),
+        "test_accuracy": result.get("accuracy"),
+        "test_loss": result.get("loss"),
+        "test_accuracy_ci95": result.get("accuracy_ci95"),
+        "test_images": result.get("n", 0),
+        "epochs_run": epochs_run,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds_per_epoch": round(fit_seconds / max(1, epochs_run), 2),
+        "parameters": int(model.count_params()),
+        "split_sizes": {k: len(v) for k, v in ds.splits.items()},
+        "overrides": _overrides(),
+        "params": {"optimizer.lr": float(cfg.optimizer.lr),
+                   "model.dropout": float(cfg.model.get("dropout", 0.0))},
+        "test": result,
+    }
+    write_json(metrics, run_dir / "metrics.json")
+    from gender.plots import plot_learning_curves
+
+    plot_learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
+    tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
+    if result:
+        tracker.log_evaluation(result, rows, ds.class_names)
+    tracker.log_model(run_dir / "model.keras", metadata={"val_accuracy": metrics["val_accuracy"],
+                                                          "test_accuracy": metrics["test_accuracy"]})
+    print(format_metrics(metrics, run_dir), flush=True)
+    return metrics
+
+
+def _overrides() -> list[str]:
+    """The job's command-line overrides when running under Hydra, else []."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:  # noqa: BLE001 - not inside a Hydra job
+        return []
+
+
+def format_metrics(m: dict[str, Any], run_dir: Path) -> str:
+    """The final block a person reads at the end of a run."""
+    ci = m.get("test_accuracy_ci95") or [float("nan")] * 2
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    lines = [
+        "=" * 60,
+        f"run         {run_dir}",
+        f"epochs      {m['epochs_run']} (best {m['best_epoch']}), "
+        f"{m['seconds_per_epoch']:.1f} s/epoch, {m['wall_seconds']:.0f} s total",
+        f"train acc   {pct(m['train_accuracy'])}   loss {m['train_loss']:.4f}",
+        f"val acc     {pct(m['val_accuracy'])}   loss {m['val_loss']:.4f}",
+        f"test acc    {pct(m['test_accuracy'])}   95% CI [{pct(ci[0])}, {pct(ci[1])}]  "
+        f"n={m['test_images']}",
+        "=" * 60,
+    ]
+    return "\n".join(lines)
+
+
+def evaluate_split(model, ds, split: str, run_dir: Path, batch_size: int):
+    """Predict one split from the decoded cache; write predictions, plots and the report."""
+    import tensorflow as tf
+
+    from gender import evaluation as ev
+
+    samples = ds.splits[split]
+    if not samples:
+        log.warning("the %s split is empty: no %s metrics", split, split)
+        return {}, []
+    prob = model.predict(getattr(ds, split).prefetch(tf.data.AUTOTUNE), verbose=0).ravel()
+    prob = np.clip(prob.astype(np.float64), 0.0, 1.0)
+    y = ds.labels(split).astype(int)
+    sources = [s.source for s in samples]
+    several = len(set(sources)) > len({s.label for s in samples})
+    result = ev.evaluate_predictions(y, prob, ds.class_names, groups=sources if several else None)
+    pred = (prob >= 0.5).astype(int)
+    rows = [{"path": s.path, "true": int(t), "pred": int(p), "prob": float(q), "group": s.source}
+            for s, t, p, q in zip(samples, y, pred, prob, strict=True)]
+    write_csv(([r["path"], ds.class_names[r["true"]], ds.class_names[r["pred"]],
+                f"{r['prob']:.6f}", r["group"]] for r in rows),
+              ["path", "true", "pred", f"prob_{ds.class_names[1]}", "group"],
+              run_dir / f"predictions_{split}.csv")
+    plots = run_dir / "plots"
+    ev.plot_confusion_matrix(result["confusion_matrix"], ds.class_names,
+                             plots / "confusion_matrix.png")
+    ev.plot_reliability(result["reliability"], plots / "reliability.png")
+    ev.plot_roc(y, prob, plots / "roc.png")
+    ev.plot_mistakes(ds.cache.images[ds.indices[split]], y, prob, ds.class_names,
+                     plots / "mistakes.png")
+    print(ev.format_report(result), flush=True)
+    return result, rows
