@@ -1,0 +1,290 @@
+"""Tracker against the real W&B SDK in offline mode, read back from the files it writes.
+
+The runs are read with ``wandb leet inspect --json`` (the SDK's own reader of the
+``run-*.wandb`` transaction log), so what is asserted is what ``wandb sync`` would upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from gender.tracking import Tracker, flatten, redact_secrets, resolved_config
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "sk-test-0123456789abcdef"
+WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_PROJECT",
+             "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_NAME", "WANDB_TAGS", "WANDB_JOB_TYPE",
+             "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DISABLED", "WANDB_SILENT", "NETRC")
+
+
+@pytest.fixture
+def wandb_home(tmp_path, monkeypatch):
+    """No credentials and no user state: W&B's home, config, cache and data dirs in tmp."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in WANDB_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    for name, sub in (("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"),
+                      ("WANDB_DATA_DIR", "data")):
+        monkeypatch.setenv(name, str(home / sub))
+    monkeypatch.chdir(tmp_path)
+    yield home
+    import wandb
+
+    # The SDK snapshots os.environ when it first sets up; start the next test afresh.
+    wandb.teardown()
+
+
+def make_cfg(mode: str = "offline", **logger):
+    """A composed-by-hand job config with the keys a sweep varies."""
+    return OmegaConf.create({
+        "seed": 0,
+        "optimizer": {"name": "adam", "lr": 0.003},
+        "model": {"name": "tiny", "dropout": 0.2},
+        "paths": {"output_dir": "${hydra:runtime.output_dir}"},  # unresolvable outside Hydra
+        "secrets": {"wandb_api_key": SECRET, "note": "kept"},
+        "logger": {"project": "gender-test", "entity": None, "mode": mode, "group": None,
+                   "name": None, "tags": ["test"], "dir": None, "log_model": True,
+                   "log_predictions": 5, "init_timeout": 5, **logger},
+    })
+
+
+def inspect(run: Path) -> tuple[dict, list[dict]]:
+    """(summary object, records) of one W&B run dir, via `wandb leet inspect`."""
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json"]
+    summary = subprocess.run([*cmd, "--summary", str(run)], capture_output=True, text=True,
+                             check=True, timeout=60)
+    records = subprocess.run([*cmd, str(run)], capture_output=True, text=True, check=True,
+                             timeout=60)
+    return (json.loads(summary.stdout),
+            [json.loads(line) for line in records.stdout.splitlines() if line.strip()])
+
+
+def only_run(run_dir: Path) -> Path:
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def tiny_model_fit(callbacks: list):
+    """A 32x32 model fitted for 2 epochs on random pixels."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("float32")
+    y = np.arange(16) % 2
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dropout(0.2), keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, validation_data=(x[:8], y[:8]), epochs=2, batch_size=8, verbose=0,
+              callbacks=callbacks)
+    return model, x, y
+
+
+def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb_home):
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    with Tracker.start(make_cfg(), run_dir) as tracker:
+        assert tracker.enabled
+        model, x, y = tiny_model_fit(tracker.keras_callbacks())
+        model.save(run_dir / "model.keras")
+        prob = model.predict(x, verbose=0).ravel()
+        rows = []
+        for i in range(len(x)):
+            path = tmp_path / "images" / f"{i}.png"
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(x[i].astype("uint8")).save(path)
+            rows.append({"path": str(path), "true": int(y[i]), "pred": int(prob[i] >= 0.5),
+                         "prob": float(prob[i]), "group": "synthetic"})
+        cm = np.zeros((2, 2), int)
+        for r in rows:
+            cm[r["true"], r["pred"]] += 1
+        correct = sum(r["true"] == r["pred"] for r in rows)
+        result = {"n": len(rows), "accuracy": correct / len(rows), "roc_auc": 0.5,
+                  "per_class": {"male": {"recall": 0.5}}, "confusion_matrix": cm.tolist()}
+        tracker.log_summary({"val_accuracy": 0.75, "best_epoch": 2})
+        tracker.log_evaluation(result, rows, ["male", "female"])
+        tracker.log_model(run_dir / "model.keras", metadata={"val_accuracy": 0.75})
+    assert not tracker.enabled
+
+    run = only_run(run_dir)
+    summary, records = inspect(run)
+    assert summary["state"] == "finished" and summary["exit_code"] == 0
+    assert summary["project"] == "gender-test" and summary["tags"] == ["test"]
+    config = summary["config"]
+    assert config["optimizer"]["lr"] == 0.003 and config["model"]["dropout"] == 0.2
+    assert config["paths"]["output_dir"] == "${hydra:runtime.output_dir}"
+    assert config["secrets"] == {"note": "kept"}
+    header = next(r["run"] for r in records if r["type"] == "run")
+    assert header["job_type"] == "train"
+
+    epochs = [r["history"]["item"] for r in records
+              if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]]
+    assert [e["epoch/epoch"] for e in epochs] == [0, 1]
+    assert all({"epoch/accuracy", "epoch/loss", "epoch/val_loss", "epoch/learning_rate"}
+               <= e.keys() for e in epochs)
+    assert epochs[0]["epoch/learning_rate"] == pytest.approx(0.003)
+
+    s = summary["summary"]
+    assert s["val_accuracy"] == 0.75 and s["best_epoch"] == 2
+    assert s["test/accuracy"] == pytest.approx(correct / len(rows))
+    assert s["test/per_class/male/recall"] == 0.5
+    assert s["test/confusion_matrix_table"]["_type"] == "table-file"
+    assert s["test/roc_table"]["_type"] == "table-file"
+    table = s["test/predictions"]
+    assert table["nrows"] == 5 and table["ncols"] == 7
+    table_json = json.loads((run / "files" / table["path"]).read_text())
+    misclassified = [not row[4] for row in table_json["data"]]
+    assert misclassified == sorted(misclassified, reverse=True)  # mistakes first
+
+    artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
+    (model_art,) = [a for a in artifacts if a["type"] == "model"]
+    assert model_art["name"] == f"model-{summary['run_id']}"
+    assert json.loads(model_art["metadata"])["val_accuracy"] == 0.75
+    assert [c["path"] for c in model_art["manifest"]["contents"]] == ["model.keras"]
+    images = [c["path"] for a in artifacts for c in a["manifest"]["contents"]
+              if c["path"].startswith("media/images/")]
+    assert images, "the predictions table carries image thumbnails"
+
+    # The secret is nowhere in what W&B wrote (run files, logs, staged artifacts).
+    for root in (run_dir, wandb_home):
+        for path in root.rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("how", ["logger_none", "mode_disabled", "env_disabled"])
+def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, how):
+    if how == "logger_none":
+        cfg = make_cfg()
+        cfg.logger = OmegaConf.load(REPO / "conf" / "logger" / "none.yaml")
+    elif how == "mode_disabled":
+        cfg = make_cfg(mode="disabled")
+    else:
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        cfg = make_cfg()
+        cfg.logger = OmegaConf.load(REPO / "conf" / "logger" / "wandb.yaml")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with Tracker.start(cfg, run_dir) as tracker:
+        assert not tracker.enabled
+        assert tracker.keras_callbacks() == []
+        tracker.log_summary({"val_accuracy": 0.5})
+        tracker.log_evaluation({"accuracy": 0.5}, [], ["male", "female"])
+        tracker.log_model(run_dir / "model.keras")
+    tracker.finish()
+    assert list(run_dir.iterdir()) == []
+    assert not list(wandb_home.rglob("*"))
+
+
+def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wandb_home,
+                                                                    caplog):
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="gender.tracking"):
+        with Tracker.start(make_cfg(mode="online"), run_dir) as tracker:
+            assert tracker.enabled
+            tracker.log_summary({"test": {"accuracy": 0.6}})
+    warnings = [r for r in caplog.records if r.name == "gender.tracking"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "API key" in message and "offline" in message and "\n" not in message
+    summary, _ = inspect(only_run(run_dir))
+    assert summary["state"] == "finished"
+    assert summary["summary"]["test/accuracy"] == 0.6
+
+
+def test_exception_in_body_finishes_run_as_failed_and_propagates(tmp_path, wandb_home):
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="boom"):
+        with Tracker.start(make_cfg(), run_dir) as tracker:
+            tracker.log_summary({"val_accuracy": 0.1})
+            raise RuntimeError("boom")
+    assert not tracker.enabled
+    tracker.finish()  # idempotent
+    summary, records = inspect(only_run(run_dir))
+    assert summary["state"] == "failed" and summary["exit_code"] == 1
+    assert [r["exit"]["exit_code"] for r in records if r["type"] == "exit"] == [1]
+
+
+def test_two_trackers_in_one_process_are_two_runs(tmp_path, wandb_home):
+    first = Tracker.start(make_cfg(), tmp_path / "job0", job_type="train")
+    # The second job starts while the first was never finished (a crashed job body):
+    # W&B closes the first run instead of handing it back.
+    second = Tracker.start(make_cfg(), tmp_path / "job1", job_type="evaluate")
+    second.log_summary({"val_accuracy": 0.9})
+    second.finish()
+    first.finish()
+    s0, _ = inspect(only_run(tmp_path / "job0"))
+    s1, r1 = inspect(only_run(tmp_path / "job1"))
+    assert s0["run_id"] != s1["run_id"]
+    assert s0["state"] == s1["state"] == "finished"
+    assert "val_accuracy" not in s0["summary"] and s1["summary"]["val_accuracy"] == 0.9
+    assert next(r["run"] for r in r1 if r["type"] == "run")["job_type"] == "evaluate"
+
+
+def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wandb_home):
+    conf = tmp_path / "conf"
+    (conf / "logger").mkdir(parents=True)
+    (conf / "logger" / "wandb.yaml").write_text((REPO / "conf/logger/wandb.yaml").read_text())
+    (conf / "config.yaml").write_text(textwrap.dedent("""\
+        defaults:
+          - logger: wandb
+          - _self_
+        optimizer: {lr: 0.001}
+        model: {dropout: 0.0}
+        """))
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""\
+        from pathlib import Path
+        import hydra
+        from hydra.core.hydra_config import HydraConfig
+        from gender.tracking import Tracker
+
+        @hydra.main(version_base=None, config_path={str(conf)!r}, config_name="config")
+        def main(cfg):
+            with Tracker.start(cfg, Path(HydraConfig.get().runtime.output_dir)) as tracker:
+                tracker.log_summary({{"val_accuracy": cfg.optimizer.lr}})
+
+        main()
+        """))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(script), "-m", "optimizer.lr=0.1,0.2",
+                           "model.dropout=0.5", "hydra.sweep.dir=multirun/sweep1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    headers = []
+    for job in ("0", "1"):
+        summary, records = inspect(only_run(tmp_path / "multirun" / "sweep1" / job))
+        assert summary["state"] == "finished"
+        headers.append(next(r["run"] for r in records if r["type"] == "run"))
+    assert [h["run_group"] for h in headers] == ["multirun/sweep1"] * 2
+    assert [h["display_name"] for h in headers] == [
+        "model.dropout=0.5,optimizer.lr=0.1", "model.dropout=0.5,optimizer.lr=0.2"]
+    assert headers[0]["run_id"] != headers[1]["run_id"]
+
+
+def test_config_helpers():
+    cfg = OmegaConf.create({"a": "${hydra:job.name}", "b": {"c": "${x}", "api_key": "k"},
+                            "x": 1, "tokenizer": "t"})
+    assert resolved_config(cfg) == {"a": "${hydra:job.name}", "b": {"c": 1, "api_key": "k"},
+                                    "x": 1, "tokenizer": "t"}
+    assert redact_secrets(resolved_config(cfg)) == {"a": "${hydra:job.name}", "b": {"c": 1},
+                                                    "x": 1, "tokenizer": "t"}
+    assert flatten({"test": {"accuracy": np.float32(0.5), "ci": [0.1, 0.9]}, "nan": float("nan")}) \
+        == {"test/accuracy": 0.5, "test/ci": [0.1, 0.9], "nan": None}
