@@ -1,0 +1,417 @@
+"""``python -m gender.evaluate``: score a saved model on a run's test split or on a folder.
+
+Usage::
+
+    # the run's own held-out test files (RUN/split.csv, split=test)
+    python -m gender.evaluate model_path=outputs/2025-01-01/12-00-00
+    # every image under a folder with one subfolder per class (mapped by data.classes)
+    python -m gender.evaluate model_path=RUN/model.keras data.root=/data/other_faces
+    # per-group accuracy from a CSV with columns file,group
+    python -m gender.evaluate model_path=RUN data.root=DIR groups_csv=groups.csv
+
+Writes into its own Hydra run directory: ``metrics.json`` (``accuracy`` at the top level plus
+the full evaluation dict), ``predictions.csv`` (path,true,pred,prob_<class 1>,group: the
+probability of class index 1, as in training's ``predictions_test.csv``), ``skipped_files.csv``
+when some files could not be read, and ``plots/`` (confusion matrix, reliability, ROC, most
+confident mistakes).
+
+``evaluate_model`` is the one code path for scoring a model on samples; training calls it for the
+test split so a run's ``test`` numbers and a later ``gender.evaluate`` agree by construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gender import evaluation as ev
+from gender.data import Sample, discover, load_image, read_manifest, resolve_root
+from gender.errors import UserError
+from gender.io import write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+PLOT_FILES = {
+    "confusion_matrix": "confusion_matrix.png",
+    "reliability": "reliability.png",
+    "roc": "roc.png",
+    "mistakes": "mistakes.png",
+}
+
+
+# ------------------------------------------------------------------------------------ model
+def resolve_model_path(path: str | os.PathLike[str]) -> Path:
+    """A run directory means its ``model.keras``; anything else must be a ``.keras`` file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / MODEL_FILE).is_file():
+            raise UserError(f"model_path={path} is a directory without {MODEL_FILE}; "
+                            "pass a training run directory or a .keras file")
+        return p / MODEL_FILE
+    if not p.exists():
+        raise UserError(f"model_path={path} does not exist")
+    if p.suffix != ".keras":
+        raise UserError(f"model_path={path} is not a .keras file (Keras 3 native format)")
+    return p
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a ``.keras`` model in safe mode: a model file must not be able to run code.
+
+    A model holding a Python ``Lambda`` (or other arbitrary code) is refused with a UserError
+    instead of being executed.
+    """
+    model_file = resolve_model_path(path)
+    import keras
+
+    try:
+        model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    except Exception as e:  # keras raises ValueError/TypeError/OSError/zip errors alike
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        if "safe_mode" in str(e) or "arbitrary code" in str(e):
+            raise UserError(
+                f"refusing to load {model_file}: it contains Python code (e.g. a Lambda layer) "
+                "that only loads with safe_mode off; rebuild the model without it"
+            ) from None
+        raise UserError(f"cannot load model {model_file}: {first[:200]}") from None
+    _check_output(model, model_file)
+    return model
+
+
+def _check_output(model: Any, where: Path) -> None:
+    shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
+    if shape is None or len(shape) != 2 or shape[-1] not in (1, 2):
+        raise UserError(f"{where}: expected one sigmoid output unit (or a 2-way softmax), "
+                        f"got output shape {model.output_shape}")
+
+
+def model_image_size(model: Any, fallback: int | None = None) -> int:
+    """Side length the model expects, read from its input shape (models take square RGB)."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise UserError(f"expected a model with one image input, got inputs {shape}")
+    if len(shape) != 4 or shape[-1] != 3:
+        raise UserError(f"expected a model taking (size, size, 3) images, got input {shape}")
+    h, w = shape[1], shape[2]
+    if h is None or w is None:
+        if not fallback:
+            raise UserError("the model accepts any image size; set image_size=N")
+        return int(fallback)
+    if h != w:
+        raise UserError(f"expected a square model input, got {h}x{w}")
+    return int(h)
+
+
+def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
+    """Probability of class index 1 for a batch of raw [0, 255] RGB images."""
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.float64)
+    out = np.asarray(model.predict_on_batch(np.asarray(images, dtype=np.float32)), dtype=np.float64)
+    prob = out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(len(images))
+    if not np.isfinite(prob).all():
+        raise UserError("the model produced non-finite outputs (NaN/inf); the weights are broken")
+    if (prob < -1e-6).any() or (prob > 1 + 1e-6).any():
+        raise UserError("the model's output is not a probability (values outside [0, 1]); "
+                        "expected a sigmoid output layer")
+    return np.clip(prob, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------- decoding
+def _try(loader: Callable[[str], Any], path: str) -> Any:
+    try:
+        return loader(path)
+    except (ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            return "missing: file not found"
+        return (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
+
+
+def decode_batches(
+    paths: Sequence[str],
+    loader: Callable[[str], Any],
+    batch_size: int,
+    workers: int | None = None,
+) -> Iterator[tuple[int, list[Any]]]:
+    """Yield ``(start, items)`` per batch; an item is what ``loader`` returned or a one-line
+    reason string when it raised ValueError/OSError.
+
+    A file that fails to decode becomes a reason string, so one bad file never stops the rest.
+    """
+    workers = workers or min(4, (os.cpu_count() or 1) + 1)
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            yield start, list(ex.map(lambda p: _try(loader, p), chunk))
+
+
+# -------------------------------------------------------------------------------- evaluation
+def auto_groups(samples: Sequence[Sample]) -> list[str] | None:
+    """Source folders as groups, only when some class is fed by several folders.
+
+    With one folder per class the groups would just repeat the per-class table.
+    """
+    sources: dict[int, set[str]] = defaultdict(set)
+    for s in samples:
+        sources[s.label].add(s.source)
+    if any(len(v) > 1 for v in sources.values()):
+        return [s.source for s in samples]
+    return None
+
+
+def evaluate_model(
+    model: Any,
+    samples: Sequence[Sample],
+    class_names: Sequence[str],
+    image_size: int,
+    out_dir: str | os.PathLike[str],
+    batch_size: int = 64,
+    *,
+    images: np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    predictions_name: str = "predictions.csv",
+    plots_dir: str = "plots",
+    mistakes: int = 16,
+) -> dict[str, Any]:
+    """Predict every sample, compute all metrics, write predictions CSV and plots; return the dict.
+
+    ``images`` (uint8, aligned with ``samples``) skips decoding when the caller already holds
+    them (training's decoded cache); otherwise each file is decoded with ``data.load_image``, the
+    same function training used. Unreadable files are logged one line each and listed under
+    ``skipped`` in the result. ``groups`` (aligned with ``samples``) defaults to the source folder
+    when several folders feed one class. Raises UserError when no file could be read.
+    """
+    samples = list(samples)
+    n = len(samples)
+    if n == 0:
+        raise UserError("nothing to evaluate: no samples")
+    if images is not None and len(images) != n:
+        raise ValueError(f"images has {len(images)} entries for {n} samples")
+    if groups is None:
+        groups = auto_groups(samples)
+    elif len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries for {n} samples")
+    out = Path(out_dir)
+
+    probs = np.full(n, np.nan)
+    skipped: list[dict[str, str]] = []
+    if images is not None:
+        for start in range(0, n, batch_size):
+            probs[start:start + batch_size] = predict_probs(model, images[start:start + batch_size])
+    else:
+        paths = [s.path for s in samples]
+        loader = lambda p: load_image(p, image_size)  # noqa: E731
+        for start, items in decode_batches(paths, loader, batch_size):
+            ok = [i for i, item in enumerate(items) if isinstance(item, np.ndarray)]
+            for i, item in enumerate(items):
+                if isinstance(item, str):
+                    log.warning("skipped %s: %s", paths[start + i], item)
+                    skipped.append({"path": paths[start + i], "reason": item})
+            if ok:
+                batch = np.stack([items[i] for i in ok])
+                probs[[start + i for i in ok]] = predict_probs(model, batch)
+
+    kept = np.flatnonzero(~np.isnan(probs))
+    if len(kept) == 0:
+        raise UserError(f"none of the {n} images could be read (first: {skipped[0]['path']}: "
+                        f"{skipped[0]['reason']})")
+    y = np.array([samples[i].label for i in kept], dtype=int)
+    p = probs[kept]
+    g = [str(groups[i]) for i in kept] if groups is not None else None
+    result = ev.evaluate_predictions(y, p, class_names, groups=g, threshold=threshold)
+    result["n_skipped"] = len(skipped)
+    result["skipped"] = skipped
+
+    pred = (p >= threshold).astype(int)
+    write_csv(
+        (
+            (samples[i].path, class_names[y[j]], class_names[pred[j]], f"{p[j]:.6f}",
+             g[j] if g is not None else "")
+            for j, i in enumerate(kept)
+        ),
+        ["path", "true", "pred", f"prob_{class_names[1]}", "group"],
+        out / predictions_name,
+    )
+
+    plots = out / plots_dir
+    ev.plot_confusion_matrix(result["confusion_matrix"], class_names,
+                             plots / PLOT_FILES["confusion_matrix"])
+    ev.plot_reliability(result["reliability"], plots / PLOT_FILES["reliability"])
+    ev.plot_roc(y, p, plots / PLOT_FILES["roc"])
+    if mistakes > 0:
+        worst = ev.most_confident_mistakes(y, p, k=mistakes, threshold=threshold)
+        if images is not None:
+            pics = [np.asarray(images[kept[j]]) for j in worst]
+        else:
+            pics = [load_image(samples[kept[j]].path, image_size) for j in worst]
+        ev.plot_mistakes(pics, y[worst], p[worst], class_names, plots / PLOT_FILES["mistakes"],
+                         k=mistakes, threshold=threshold)
+    return result
+
+
+# ------------------------------------------------------------------------------- the CLI
+def read_groups_csv(path: str | os.PathLike[str], samples: Sequence[Sample]) -> list[str]:
+    """Group per sample from a CSV with columns ``file,group``.
+
+    ``file`` matches a sample by its path as written, its absolute path, or (when unambiguous)
+    its file name; samples not listed get the group ``unlisted``.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"groups_csv={path} does not exist")
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"file", "group"} <= set(reader.fieldnames):
+            raise UserError(f"groups_csv={path} needs the columns file,group "
+                            f"(has: {', '.join(reader.fieldnames or [])})")
+        rows = [(r["file"], r["group"]) for r in reader if r.get("file")]
+    exact = dict(rows)
+    absolute = {os.path.abspath(os.path.expanduser(f)): grp for f, grp in rows}
+    names: dict[str, str | None] = {}
+    for f, grp in rows:
+        name = os.path.basename(f)
+        names[name] = None if name in names and names[name] != grp else grp
+    out, missing = [], 0
+    for s in samples:
+        grp = exact.get(s.path) or absolute.get(os.path.abspath(s.path)) or names.get(
+            os.path.basename(s.path))
+        if grp is None:
+            missing += 1
+            grp = "unlisted"
+        out.append(grp)
+    if missing == len(samples):
+        raise UserError(f"groups_csv={path}: none of its files match the evaluated images")
+    if missing:
+        log.warning("groups_csv: %d of %d images are not listed (group 'unlisted')",
+                    missing, len(samples))
+    return out
+
+
+def trained_class_names(run_dir: Path | None) -> list[str] | None:
+    """Class order the model was trained with, from the run's saved Hydra config."""
+    if run_dir is None:
+        return None
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(cfg_file)
+    classes = OmegaConf.select(saved, "data.classes")
+    return list(classes) if classes is not None else None
+
+
+def _overridden(prefixes: Sequence[str]) -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = HydraConfig.get().overrides.task
+    except (ImportError, ValueError):
+        return False
+    return any(o.lstrip("+~").startswith(prefixes) for o in task)
+
+
+def select_samples(cfg: Any) -> tuple[list[Sample], list[str], str, Path | None]:
+    """(samples, class_names, description, run_dir) for the configured source.
+
+    ``source=auto`` uses the run's manifest when ``model_path`` belongs to a training run and no
+    ``data.root``/``data=`` was given on the command line; otherwise every image under data.root.
+    """
+    model_file = resolve_model_path(cfg.model_path)
+    run_dir = model_file.parent if (model_file.parent / "split.csv").is_file() else None
+    source = cfg.source
+    if source not in ("auto", "manifest", "folder"):
+        raise UserError(f"source={source} is not one of auto, manifest, folder")
+    if source == "auto":
+        source = "folder" if run_dir is None or _overridden(("data.root=", "data=")) else "manifest"
+    trained = trained_class_names(run_dir)
+
+    if source == "manifest":
+        if run_dir is None:
+            raise UserError(f"source=manifest needs a training run directory with split.csv; "
+                            f"{model_file.parent} has none")
+        splits = read_manifest(run_dir / "split.csv")
+        if cfg.split not in splits:
+            raise UserError(f"split={cfg.split} is not one of {', '.join(splits)}")
+        samples = splits[cfg.split]
+        if not samples:
+            raise UserError(f"the {cfg.split} split of {run_dir / 'split.csv'} is empty")
+        names = trained or _manifest_classes(run_dir / "split.csv") or list(cfg.data.classes)
+        return samples, names, f"{run_dir / 'split.csv'} ({cfg.split} split)", run_dir
+
+    names = list(cfg.data.classes)
+    if trained is not None and trained != names:
+        raise UserError(
+            f"the model was trained with classes {trained} (probability of '{trained[1]}') but "
+            f"data.classes lists {names}; map the folders to the same class names and order"
+        )
+    root = resolve_root(cfg.data)
+    samples = discover(cfg.data, root)
+    return samples, names, str(root), run_dir
+
+
+def _manifest_classes(path: Path) -> list[str] | None:
+    by_label: dict[int, str] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            by_label.setdefault(int(row["label"]), row["class"])
+    return [by_label[0], by_label[1]] if set(by_label) == {0, 1} else None
+
+
+def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The CLI's work, callable without Hydra: select samples, evaluate, write, print."""
+    out = Path(out_dir)
+    samples, class_names, described, _ = select_samples(cfg)
+    model = load_model(cfg.model_path)
+    size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"))
+    groups = read_groups_csv(cfg.groups_csv, samples) if cfg.get("groups_csv") else None
+    log.info("evaluating %s on %d images from %s at %dpx", resolve_model_path(cfg.model_path),
+             len(samples), described, size)
+    result = evaluate_model(
+        model, samples, class_names, size, out, int(cfg.batch_size), groups=groups,
+        threshold=float(cfg.threshold), mistakes=int(cfg.mistakes),
+    )
+    if result["skipped"]:
+        write_csv(((s["path"], s["reason"]) for s in result["skipped"]), ["path", "reason"],
+                  out / "skipped_files.csv")
+    metrics = {
+        "status": "completed",
+        "model_path": str(resolve_model_path(cfg.model_path)),
+        "data": described,
+        "image_size": size,
+        **result,
+    }
+    write_json(metrics, out / "metrics.json")
+    print(ev.format_report(result))
+    print(f"outputs: {out}")
+    return metrics
+
+
+def _main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+    def task(cfg: Any) -> float:
+        try:
+            return run_evaluation(cfg, HydraConfig.get().runtime.output_dir)["accuracy"]
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(UserError.exit_code) from None
+
+    task()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _main()

@@ -1,0 +1,369 @@
+"""``python -m gender.predict``: class and probability for each image, printed and saved as CSV.
+
+Usage (images, folders and globs, as bare arguments or as a Hydra list)::
+
+    python -m gender.predict model_path=outputs/2025-01-01/12-00-00 photo.jpg more/ 'shots/*.png'
+    python -m gender.predict model_path=RUN/model.keras 'inputs=[photo.jpg,more/]'
+    python -m gender.predict model_path=RUN face_crop=true group_photo.jpg output=preds.csv
+
+Bare arguments (no ``=``, not an option) are taken as inputs; a path containing ``=`` or ``,``
+must go through ``inputs=['...']`` instead. Folders are searched recursively for image files
+(jpg, jpeg, png, bmp, gif, webp, tif, tiff); a file named explicitly is tried whatever its name.
+
+Any size, PNG or JPEG, grayscale or RGBA (composited on white) is accepted; images are resized to
+the model's input size exactly as in training. Photos larger than the face: ``face_crop=true``
+detects the largest face with OpenCV's bundled Haar cascade and crops a square around it
+(``face_margin`` of the face size added on each side). When no face is found the image is
+predicted whole (``no_face=whole``, the default, status ``ok: no face found, whole image used``)
+or left out (``no_face=skip``, status ``skipped: no face found``).
+
+CSV columns: ``path,class,probability,status`` where ``probability`` is that of the predicted
+class and ``status`` is ``ok``, ``ok: face cropped``, ``ok: no face found, whole image used``,
+``skipped: no face found`` or ``error: <reason>`` (an unreadable file never stops the batch).
+Rows keep the order of the inputs (folders and globs expanded in sorted order).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gender.data import load_image
+from gender.errors import UserError
+from gender.evaluate import (
+    decode_batches,
+    load_model,
+    model_image_size,
+    predict_probs,
+    resolve_model_path,
+    trained_class_names,
+)
+from gender.io import write_csv
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DEFAULT_CLASSES = ["male", "female"]  # the project's default data.classes order
+FACE_MAX_SIDE = 1024  # detect on a downscaled copy: Haar cost grows with pixel count
+STATUS_OK = "ok"
+STATUS_FACE = "ok: face cropped"
+STATUS_WHOLE = "ok: no face found, whole image used"
+STATUS_NO_FACE = "skipped: no face found"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's outcome; ``label``/``probability`` are None when it was not predicted."""
+
+    path: str
+    label: str | None
+    probability: float | None  # of the predicted class
+    prob_class1: float | None
+    status: str
+
+
+def _failed(path: str, status: str) -> Prediction:
+    return Prediction(path, None, None, None, status)
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _has_glob(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _images_under(folder: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [os.path.join(dirpath, f) for f in sorted(filenames)
+                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTS]
+    return out
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``(path, problem)`` per file in input order, without repeats; ``problem`` is an
+    ``error: ...`` status for an input that matches nothing, else None."""
+    entries: dict[str, str | None] = {}
+    for item in inputs:
+        item = str(item)
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = _images_under(p)
+            if not found:
+                entries[item] = "error: no image files in folder"
+        elif p.exists():
+            found = [str(p)]
+        elif _has_glob(item):
+            found = sorted(f for f in glob.glob(os.path.expanduser(item), recursive=True)
+                           if os.path.isfile(f))
+            if not found:
+                entries[item] = "error: pattern matches no files"
+        else:
+            found = []
+            entries[item] = "error: not found"
+        for f in found:
+            entries.setdefault(f, None)
+    return list(entries.items())
+
+
+# ---------------------------------------------------------------------------------- faces
+_local = threading.local()
+
+
+def _cascade() -> Any:
+    """One Haar cascade per thread: OpenCV does not promise detectMultiScale is thread-safe."""
+    if getattr(_local, "cascade", None) is None:
+        import cv2
+
+        fix = "install OpenCV 4: pip install 'opencv-python-headless>=4.8,<5'"
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise UserError(f"face_crop=true needs OpenCV's Haar cascade detector, which OpenCV "
+                            f"{cv2.__version__} no longer has; {fix}")
+        folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
+        path = os.path.join(folder, "haarcascade_frontalface_default.xml")
+        cascade = cv2.CascadeClassifier(path) if os.path.isfile(path) else None
+        if cascade is None or cascade.empty():
+            raise UserError(f"face_crop=true: OpenCV's bundled face cascade is missing or "
+                            f"unreadable ({path}); {fix}")
+        _local.cascade = cascade
+    return _local.cascade
+
+
+def detect_face(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest frontal face as (x, y, w, h) in ``rgb``'s pixels, or None."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, FACE_MAX_SIDE / max(h, w))
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
+                          interpolation=cv2.INTER_AREA)
+    gray = cv2.equalizeHist(gray)
+    min_side = max(20, int(0.05 * min(gray.shape)))
+    faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                        minSize=(min_side, min_side))
+    if len(faces) == 0:
+        return None
+    x, y, fw, fh = max(faces, key=lambda f: int(f[2]) * int(f[3]))
+    return (int(x / scale), int(y / scale), int(fw / scale), int(fh / scale))
+
+
+def square_crop_box(
+    face: tuple[int, int, int, int], width: int, height: int, margin: float
+) -> tuple[int, int, int, int]:
+    """Square (left, top, right, bottom) around the face plus ``margin`` per side, kept inside
+    the image (shifted first, shrunk only when the image is too small)."""
+    x, y, w, h = face
+    side = int(round(max(w, h) * (1 + 2 * margin)))
+    side = min(side, width, height)
+    cx, cy = x + w / 2, y + h / 2
+    left = int(round(min(max(cx - side / 2, 0), width - side)))
+    top = int(round(min(max(cy - side / 2, 0), height - side)))
+    return left, top, left + side, top + side
+
+
+def open_rgb(path: str | os.PathLike[str], draft: int = 2048) -> Any:
+    """Full-resolution RGB PIL image, converted like ``data.load_image`` (EXIF rotation,
+    transparency on white); raises ValueError for unreadable files."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError("empty: zero-byte file")
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (draft, draft))  # JPEG: skip decoding far more pixels than needed
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            return im.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError("not an image: unidentified or unsupported format") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"too large: {e}") from None
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"corrupt: {str(e).splitlines()[0][:120]}") from None
+
+
+def prepare_image(
+    path: str, size: int, face_crop: bool = False, face_margin: float = 0.2,
+    no_face: str = "whole",
+) -> tuple[np.ndarray | None, str]:
+    """(uint8 (size, size, 3) image or None, status) for one file; ValueError if unreadable."""
+    if not face_crop:
+        return load_image(path, size), STATUS_OK
+    from PIL import Image
+
+    im = open_rgb(path)
+    face = detect_face(np.asarray(im))
+    if face is None:
+        if no_face == "skip":
+            return None, STATUS_NO_FACE
+        status = STATUS_WHOLE
+    else:
+        im = im.crop(square_crop_box(face, im.width, im.height, face_margin))
+        status = STATUS_FACE
+    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8), status
+
+
+# -------------------------------------------------------------------------------- predict
+def predict_files(
+    model: Any,
+    paths: Sequence[str],
+    class_names: Sequence[str],
+    image_size: int,
+    batch_size: int = 32,
+    *,
+    face_crop: bool = False,
+    face_margin: float = 0.2,
+    no_face: str = "whole",
+    threshold: float = 0.5,
+) -> list[Prediction]:
+    """Predict every file, in order; an unreadable file gets an ``error: ...`` row, no exception."""
+    if no_face not in ("whole", "skip"):
+        raise UserError(f"no_face={no_face} is not one of whole, skip")
+    if face_margin < 0:
+        raise UserError(f"face_margin={face_margin} must be >= 0")
+    if face_crop:
+        _cascade()  # fail once, clearly, before any image if the detector is unavailable
+    paths = [str(p) for p in paths]
+
+    def loader(p: str) -> tuple[np.ndarray | None, str]:
+        return prepare_image(p, image_size, face_crop, face_margin, no_face)
+
+    out: list[Prediction] = []
+    for start, items in decode_batches(paths, loader, batch_size):
+        ready = [i for i, it in enumerate(items) if isinstance(it, tuple) and it[0] is not None]
+        probs = predict_probs(model, np.stack([items[i][0] for i in ready])) if ready else []
+        prob_of = dict(zip(ready, probs, strict=True))
+        for i, item in enumerate(items):
+            path = paths[start + i]
+            if isinstance(item, str):
+                out.append(_failed(path, f"error: {item}"))
+            elif i not in prob_of:
+                out.append(_failed(path, item[1]))
+            else:
+                p1 = float(prob_of[i])
+                cls = int(p1 >= threshold)
+                out.append(Prediction(path, class_names[cls], p1 if cls else 1.0 - p1, p1, item[1]))
+    return out
+
+
+def write_predictions(predictions: Sequence[Prediction], path: str | os.PathLike[str]) -> Path:
+    """CSV ``path,class,probability,status`` (probability of the predicted class)."""
+    return write_csv(
+        ((p.path, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", p.status)
+         for p in predictions),
+        ["path", "class", "probability", "status"],
+        path,
+    )
+
+
+def format_line(p: Prediction, width: int = 0) -> str:
+    """One console line per input."""
+    if p.label is None:
+        return f"{p.path:<{width}}  {p.status}"
+    note = f"  ({p.status.removeprefix('ok: ')})" if p.status != STATUS_OK else ""
+    return f"{p.path:<{width}}  {p.label:<8} {p.probability:.4f}{note}"
+
+
+def class_names_for(
+    model_path: str | os.PathLike[str], configured: Sequence[str] | None
+) -> list[str]:
+    """Class order: explicit ``class_names``, else the training run's data.classes, else default."""
+    if configured:
+        names = [str(c) for c in configured]
+        if len(names) != 2:
+            raise UserError(f"class_names={names} must list exactly 2 classes")
+        return names
+    trained = trained_class_names(resolve_model_path(model_path).parent)
+    if trained:
+        return trained
+    log.info("no training config beside the model; assuming classes %s", DEFAULT_CLASSES)
+    return list(DEFAULT_CLASSES)
+
+
+def run_predict(
+    cfg: Any, out_dir: str | os.PathLike[str], extra_inputs: Sequence[str] = ()
+) -> list[Prediction]:
+    """The CLI's work, callable without Hydra: expand inputs, predict, print, write the CSV."""
+    inputs = cfg.get("inputs") or []
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    inputs += list(extra_inputs)
+    if not inputs:
+        raise UserError("no inputs: pass image files, folders or globs, e.g. "
+                        "python -m gender.predict model_path=RUN photo.jpg faces/")
+    entries = expand_inputs(inputs)
+    files = [path for path, problem in entries if problem is None]
+    class_names = class_names_for(cfg.model_path, cfg.get("class_names"))
+    model = load_model(cfg.model_path)
+    size = model_image_size(model, cfg.get("image_size"))
+    done = iter(predict_files(
+        model, files, class_names, size, int(cfg.batch_size), face_crop=bool(cfg.face_crop),
+        face_margin=float(cfg.face_margin), no_face=str(cfg.no_face),
+        threshold=float(cfg.threshold),
+    ) if files else [])
+    preds = [next(done) if problem is None else _failed(path, problem)
+             for path, problem in entries]
+    width = min(60, max((len(p.path) for p in preds), default=0))
+    for p in preds:
+        print(format_line(p, width), flush=False)
+    target = Path(cfg.output) if cfg.get("output") else Path(out_dir) / "predictions.csv"
+    write_predictions(preds, target)
+    n_ok = sum(p.label is not None for p in preds)
+    print(f"{n_ok} of {len(preds)} inputs predicted; CSV: {target}", flush=True)
+    return preds
+
+
+# -------------------------------------------------------------------------------- the CLI
+_TAKES_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+
+
+def split_positional(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate bare input paths from Hydra overrides/options so ``predict a.jpg b/`` works."""
+    keep: list[str] = []
+    positional: list[str] = []
+    prev = ""
+    for arg in argv:
+        if "=" not in arg and not arg.startswith("-") and prev not in _TAKES_VALUE:
+            positional.append(arg)
+        else:
+            keep.append(arg)
+        prev = arg
+    return keep, positional
+
+
+def _main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    argv, positional = split_positional(sys.argv[1:])
+    sys.argv = [sys.argv[0], *argv]
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+    def task(cfg: Any) -> None:
+        try:
+            run_predict(cfg, HydraConfig.get().runtime.output_dir, positional)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(UserError.exit_code) from None
+
+    task()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _main()
