@@ -25,7 +25,7 @@ import csv
 import logging
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -263,8 +263,10 @@ def evaluate_model(
 def read_groups_csv(path: str | os.PathLike[str], samples: Sequence[Sample]) -> list[str]:
     """Group per sample from a CSV with columns ``file,group``.
 
-    ``file`` matches a sample by its path as written, its absolute path, or (when unambiguous)
-    its file name; samples not listed get the group ``unlisted``.
+    An absolute ``file`` must name the image exactly; a relative one matches as a path suffix
+    (``woman/0001.jpg`` or just ``0001.jpg``), so the CSV can be written relative to any root.
+    A relative entry matching several images is ambiguous and not guessed: those images, like
+    any not listed, get the group ``unlisted`` (with a warning).
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -274,21 +276,30 @@ def read_groups_csv(path: str | os.PathLike[str], samples: Sequence[Sample]) -> 
         if not reader.fieldnames or not {"file", "group"} <= set(reader.fieldnames):
             raise UserError(f"groups_csv={path} needs the columns file,group "
                             f"(has: {', '.join(reader.fieldnames or [])})")
-        rows = [(r["file"], r["group"]) for r in reader if r.get("file")]
-    exact = dict(rows)
-    absolute = {os.path.abspath(os.path.expanduser(f)): grp for f, grp in rows}
-    names: dict[str, str | None] = {}
-    for f, grp in rows:
-        name = os.path.basename(f)
-        names[name] = None if name in names and names[name] != grp else grp
-    out, missing = [], 0
+        rows = [(os.path.expanduser(r["file"].strip()), r["group"]) for r in reader
+                if (r.get("file") or "").strip()]
+    absolute = {os.path.normpath(f): g for f, g in rows if os.path.isabs(f)}
+    relative = {Path(os.path.normpath(f)).as_posix(): g for f, g in rows if not os.path.isabs(f)}
+    keys: list[str | None] = []
     for s in samples:
-        grp = exact.get(s.path) or absolute.get(os.path.abspath(s.path)) or names.get(
-            os.path.basename(s.path))
-        if grp is None:
-            missing += 1
-            grp = "unlisted"
-        out.append(grp)
+        full = os.path.abspath(s.path)
+        if full in absolute:
+            keys.append("abs:" + full)
+            continue
+        parts = Path(full).parts
+        tails = ("/".join(parts[k:]) for k in range(1, len(parts)))  # longest first
+        keys.append(next(("rel:" + t for t in tails if t in relative), None))
+    uses = Counter(k for k in keys if k and k.startswith("rel:"))
+    ambiguous = {k for k, n in uses.items() if n > 1}
+    out = []
+    for k in keys:
+        if k is None or k in ambiguous:
+            out.append("unlisted")
+        else:
+            out.append(absolute[k[4:]] if k.startswith("abs:") else relative[k[4:]])
+    for k in sorted(ambiguous):
+        log.warning("groups_csv: '%s' matches %d images; give a longer path", k[4:], uses[k])
+    missing = out.count("unlisted")
     if missing == len(samples):
         raise UserError(f"groups_csv={path}: none of its files match the evaluated images")
     if missing:

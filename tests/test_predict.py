@@ -1,0 +1,248 @@
+"""``gender.predict``: odd image formats, per-image errors, face crop and safe-mode loading."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image, ImageDraw, ImageFilter
+
+from gender import evaluate as gev
+from gender import predict as gp
+from gender.errors import UserError
+
+NAMES = ["male", "female"]
+RED, BLUE = (200, 60, 40), (40, 60, 200)
+
+
+def save_tiny_model(path: Path) -> Path:
+    """Raw pixels -> Rescaling -> channel means -> sigmoid(8 * (red - blue)): red means female."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
+    model.save(path)
+    return path
+
+
+def draw_face_photo(size=(640, 480), center=(420, 220), r=80, bg=(70, 110, 150)) -> Image.Image:
+    """A plain drawn face on a larger background; OpenCV's frontal Haar cascade finds it."""
+    im = Image.new("RGB", size, bg)
+    d = ImageDraw.Draw(im)
+    cx, cy = center
+    d.ellipse([cx - r * 1.05, cy - r * 1.45, cx + r * 1.05, cy + r * 1.1], fill=(60, 40, 30))
+    d.ellipse([cx - r * 0.85, cy - r * 1.1, cx + r * 0.85, cy + r * 1.15], fill=(225, 185, 155))
+    for ex in (cx - r * 0.36, cx + r * 0.36):
+        d.rectangle([ex - r * 0.26, cy - r * 0.42, ex + r * 0.26, cy - r * 0.34], fill=(70, 50, 40))
+        d.ellipse([ex - r * 0.2, cy - r * 0.22, ex + r * 0.2, cy - r * 0.06], fill=(40, 30, 30))
+    d.polygon([(cx, cy - r * 0.05), (cx - r * 0.12, cy + r * 0.35), (cx + r * 0.12, cy + r * 0.35)],
+              fill=(200, 160, 130))
+    d.ellipse([cx - r * 0.35, cy + r * 0.55, cx + r * 0.35, cy + r * 0.72], fill=(150, 70, 70))
+    return im.filter(ImageFilter.GaussianBlur(1))
+
+
+def _has_cascade() -> bool:
+    try:
+        gp._cascade()
+        return True
+    except UserError:
+        return False
+
+
+needs_cascade = pytest.mark.skipif(
+    not _has_cascade(), reason="this OpenCV has no Haar cascade (OpenCV 5 removed it)")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.keras")
+
+
+@pytest.fixture(scope="module")
+def model(model_file: Path):
+    return gev.load_model(model_file)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[str, Path]:
+    """One file per awkward case."""
+    d = tmp_path / "in"
+    d.mkdir()
+    paths = {
+        "png": d / "red.png",
+        "gray": d / "gray.jpg",
+        "rgba": d / "rgba.png",
+        "big": d / "big_blue.jpg",
+        "corrupt": d / "corrupt.png",
+        "empty": d / "empty.jpg",
+    }
+    Image.new("RGB", (32, 32), RED).save(paths["png"])
+    Image.new("L", (70, 50), 128).save(paths["gray"])
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)
+    rgba[..., :3] = BLUE
+    rgba[20:, :, 3] = 255  # top half fully transparent
+    Image.fromarray(rgba, "RGBA").save(paths["rgba"])
+    Image.new("RGB", (1600, 1200), BLUE).save(paths["big"], quality=90)
+    paths["corrupt"].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    paths["empty"].write_bytes(b"")
+    return paths
+
+
+def test_prepare_handles_formats_and_sizes(images):
+    gray, _ = gp.prepare_image(str(images["gray"]), 32)
+    assert gray.shape == (32, 32, 3) and gray.dtype == np.uint8
+    assert (gray[..., 0] == gray[..., 2]).all()
+    rgba, _ = gp.prepare_image(str(images["rgba"]), 32)
+    assert (rgba[:8] == 255).all()  # transparency composited on white
+    assert tuple(rgba[-1, 0]) == BLUE
+    big, status = gp.prepare_image(str(images["big"]), 32)
+    assert big.shape == (32, 32, 3) and status == gp.STATUS_OK
+    with pytest.raises(ValueError, match="not an image|corrupt"):
+        gp.prepare_image(str(images["corrupt"]), 32)
+
+
+def test_predict_files_per_image_errors(model, images):
+    order = ["png", "corrupt", "big", "gray", "rgba", "empty"]
+    preds = gp.predict_files(model, [str(images[k]) for k in order], NAMES, 32, batch_size=2)
+    by = dict(zip(order, preds, strict=True))
+    assert [p.path for p in preds] == [str(images[k]) for k in order]
+    assert by["png"].label == "female" and by["png"].probability > 0.9
+    assert by["big"].label == "male" and by["big"].probability > 0.9
+    assert by["big"].prob_class1 == pytest.approx(1 - by["big"].probability)
+    assert by["gray"].status == "ok" and by["rgba"].label is not None
+    assert by["corrupt"].label is None and by["corrupt"].status.startswith("error: ")
+    assert by["empty"].status == "error: empty: zero-byte file"
+    for p in preds:
+        line = gp.format_line(p)
+        assert "\n" not in line and p.path in line
+
+
+def test_expand_inputs(images, tmp_path):
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    (tmp_path / "in" / "sub").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "sub" / "x.PNG")
+    (tmp_path / "empty_dir").mkdir()
+    entries = gp.expand_inputs([
+        str(images["png"]),  # explicit file first; repeated by the folder below: kept once
+        str(tmp_path / "in"),
+        str(tmp_path / "in" / "*.jpg"),
+        str(tmp_path / "nothing_*.png"),
+        str(tmp_path / "missing.jpg"),
+        str(tmp_path / "empty_dir"),
+    ])
+    paths = [p for p, problem in entries if problem is None]
+    assert paths[0] == str(images["png"]) and len(paths) == len(set(paths))
+    assert str(tmp_path / "in" / "sub" / "x.PNG") in paths  # recursive, case-insensitive ext
+    assert not any(p.endswith("notes.txt") for p in paths)  # folders: image files only
+    problems = dict(e for e in entries if e[1] is not None)
+    assert problems == {
+        str(tmp_path / "nothing_*.png"): "error: pattern matches no files",
+        str(tmp_path / "missing.jpg"): "error: not found",
+        str(tmp_path / "empty_dir"): "error: no image files in folder",
+    }
+
+
+def test_split_positional():
+    keep, pos = gp.split_positional(
+        ["model_path=m.keras", "a.jpg", "--config-name", "predict", "dir/", "face_crop=true",
+         "--cfg", "job"])
+    assert pos == ["a.jpg", "dir/"]
+    assert keep == ["model_path=m.keras", "--config-name", "predict", "face_crop=true",
+                    "--cfg", "job"]
+
+
+def test_square_crop_box_stays_inside():
+    assert gp.square_crop_box((100, 100, 50, 50), 400, 300, 0.2) == (90, 90, 160, 160)
+    assert gp.square_crop_box((0, 0, 50, 60), 400, 300, 0.5) == (0, 0, 120, 120)  # shifted in
+    assert gp.square_crop_box((10, 10, 280, 280), 400, 300, 0.5) == (0, 0, 300, 300)  # shrunk
+
+
+@needs_cascade
+def test_face_crop_finds_the_largest_face(tmp_path):
+    im = draw_face_photo(size=(900, 500), center=(620, 250), r=100)
+    small = draw_face_photo(size=(200, 200), center=(100, 100), r=40)
+    im.paste(small, (60, 60))
+    rgb = np.asarray(im)
+    x, y, w, h = gp.detect_face(rgb)
+    assert x < 620 < x + w and y < 250 < y + h and w > 150  # the big face, not the small one
+    path = tmp_path / "photo.jpg"
+    im.save(path, quality=92)
+    crop, status = gp.prepare_image(str(path), 32, face_crop=True)
+    assert status == gp.STATUS_FACE and crop.shape == (32, 32, 3)
+    whole, _ = gp.prepare_image(str(path), 32)
+    assert np.abs(crop.astype(int) - whole.astype(int)).mean() > 10  # it really cropped
+
+
+@needs_cascade
+def test_face_crop_without_a_face(model, images):
+    preds = gp.predict_files(model, [str(images["png"])], NAMES, 32, face_crop=True)
+    assert preds[0].status == gp.STATUS_WHOLE and preds[0].label == "female"
+    preds = gp.predict_files(model, [str(images["png"])], NAMES, 32, face_crop=True,
+                             no_face="skip")
+    assert preds[0].status == gp.STATUS_NO_FACE and preds[0].label is None
+
+
+def test_face_crop_without_cascade_is_a_clear_error(model, images, monkeypatch):
+    import cv2
+
+    monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
+    monkeypatch.setattr(gp, "_local", type(gp._local)())
+    with pytest.raises(UserError, match="Haar cascade"):
+        gp.predict_files(model, [str(images["png"])], NAMES, 32, face_crop=True)
+
+
+def test_safe_mode_refuses_lambda_layers(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(UserError, match="refusing to load .*Lambda"):
+        gev.load_model(tmp_path / "lambda.keras")
+
+
+def test_class_names_come_from_the_run(tmp_path, model_file):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "model.keras").write_bytes(model_file.read_bytes())
+    (run / ".hydra" / "config.yaml").write_text(
+        "data:\n  classes:\n    man: [m]\n    woman: [w]\n")
+    assert gp.class_names_for(run, None) == ["man", "woman"]
+    assert gp.class_names_for(model_file, None) == gp.DEFAULT_CLASSES
+    assert gp.class_names_for(model_file, ["a", "b"]) == ["a", "b"]
+    with pytest.raises(UserError, match="exactly 2"):
+        gp.class_names_for(model_file, ["a"])
+
+
+def test_cli_positional_inputs(model_file, images, tmp_path):
+    out_csv = tmp_path / "preds.csv"
+    proc = run_cli("gender.predict", f"model_path={model_file}", str(images["png"]),
+                   str(images["corrupt"]), str(images["gray"]), str(tmp_path / "missing.png"),
+                   f"output={out_csv}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    corrupt = [ln for ln in lines if "corrupt.png" in ln]
+    assert len(corrupt) == 1 and "error:" in corrupt[0]
+    assert "2 of 4 inputs predicted" in proc.stdout
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [str(images["png"]), str(images["corrupt"]),
+                                         str(images["gray"]), str(tmp_path / "missing.png")]
+    assert rows[0]["class"] == "female" and float(rows[0]["probability"]) > 0.9
+    assert rows[1]["class"] == "" and rows[1]["status"].startswith("error: ")
+    assert rows[3]["status"] == "error: not found"
+
+
+def test_cli_without_inputs_is_a_user_error(model_file, tmp_path):
+    proc = run_cli("gender.predict", f"model_path={model_file}",
+                   f"hydra.run.dir={tmp_path / 'out'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no inputs")
