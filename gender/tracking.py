@@ -44,6 +44,7 @@ _SECRET_KEY = re.compile(
 #: W&B limits run names and groups to 128 characters.
 _MAX_NAME = 128
 _THUMBNAIL = 64
+_ROC_POINTS = 1000
 
 #: Why online mode failed earlier in this process; later jobs go straight to offline
 #: instead of waiting for the same timeout again (Hydra runs a sweep's jobs in one process).
@@ -72,7 +73,7 @@ class Tracker:
             log.warning("W&B tracking disabled: cannot import wandb (%s)", _one_line(exc))
             return cls(None, lcfg)
 
-        name, group = _hydra_name_and_group()
+        name, group, sweep = _hydra_job()
         wdir = Path(lcfg.get("dir") or run_dir)
         kwargs: dict[str, Any] = {
             "project": lcfg.get("project") or "gender",
@@ -96,29 +97,16 @@ class Tracker:
             **_git_settings(),
         )
 
-        global _online_failure
-        problem = None
-        if mode == "online":
-            if not _has_credentials():
-                problem = "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
-            elif _online_failure is not None:
-                problem = f"{_online_failure} (earlier in this process)"
-            else:
-                run = _init(wandb, kwargs, settings, "online")
-                if isinstance(run, str):
-                    problem = _online_failure = run
-                else:
-                    return cls(run, lcfg)
-        wdir.mkdir(parents=True, exist_ok=True)
-        run = _init(wandb, kwargs, settings, "offline")
-        if not isinstance(run, str):
-            if problem:
-                log.warning("W&B online tracking unavailable: %s; recording offline in %s "
-                            "(upload later with `wandb sync`)", problem, wdir / "wandb")
-            return cls(run, lcfg)
-        log.warning("W&B tracking disabled for this job: %s; the job continues untracked",
-                    f"{problem}; offline: {run}" if problem else run)
-        return cls(None, lcfg)
+        run, problem = _open_run(wandb, kwargs, settings, mode)
+        if run is None:
+            log.warning("W&B tracking disabled for this job: %s; the job continues untracked",
+                        problem)
+            return cls(None, lcfg)
+        if problem:
+            log.warning("W&B online tracking unavailable: %s; recording offline in %s "
+                        "(upload later with `wandb sync`)", problem, wdir / "wandb")
+        _link_into_sweep(run, sweep)
+        return cls(run, lcfg)
 
     @property
     def enabled(self) -> bool:
@@ -344,28 +332,48 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _hydra_name_and_group() -> tuple[str | None, str | None]:
-    """Run name = the job's overrides; group = the sweep dir in a multirun, else None.
+def _hydra_job() -> tuple[str | None, str | None, Path | None]:
+    """(run name, group, sweep dir) of the running Hydra job; all None outside Hydra.
 
-    Read from the live HydraConfig rather than through ``${hydra:...}`` in the YAML, so
-    that ``.hydra/config.yaml`` stays resolvable outside Hydra (evaluate, report).
+    Name = the job's overrides (``hydra.job.override_dirname``); group = the sweep dir in
+    a multirun, so all jobs of one sweep share it. Read from the live HydraConfig rather
+    than through ``${hydra:...}`` in the YAML, so that ``.hydra/config.yaml`` stays
+    resolvable outside Hydra (evaluate, report).
     """
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         if not HydraConfig.initialized():
-            return None, None
+            return None, None, None
         hc = HydraConfig.get()
         name = str(hc.job.get("override_dirname") or "") or None
-        group = None
-        if hc.mode == RunMode.MULTIRUN:
-            sweep = Path(str(hc.sweep.dir)).resolve()
-            cwd = Path(str(hc.runtime.get("cwd") or os.getcwd())).resolve()
-            group = (sweep.relative_to(cwd) if sweep.is_relative_to(cwd) else sweep).as_posix()
-        return name, group
+        if hc.mode != RunMode.MULTIRUN:
+            return name, None, None
+        sweep = Path(str(hc.sweep.dir)).resolve()
+        cwd = Path(str(hc.runtime.get("cwd") or os.getcwd())).resolve()
+        group = (sweep.relative_to(cwd) if sweep.is_relative_to(cwd) else sweep).as_posix()
+        return name, group, sweep
     except Exception:  # noqa: BLE001 - no Hydra, or an unusual Hydra config
-        return None, None
+        return None, None, None
+
+
+def _link_into_sweep(run: Any, sweep: Path | None) -> None:
+    """Symlink the job's run folder into ``SWEEP/wandb/`` so that ``wandb leet SWEEP/wandb``
+    browses, and ``wandb sync SWEEP/wandb/offline-run-*`` uploads, the whole sweep."""
+    if sweep is None:
+        return
+    try:
+        target = Path(run.dir).resolve().parent  # RUN/wandb/offline-run-<date>-<id>
+        links = sweep / "wandb"
+        if target.parent == links.resolve() or not target.is_relative_to(sweep):
+            return
+        links.mkdir(parents=True, exist_ok=True)
+        link = links / target.name
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(target, links))
+    except Exception as exc:  # noqa: BLE001 - a convenience only
+        log.debug("no sweep link for the W&B run: %s", exc)
 
 
 def _clip(text: Any) -> str | None:
@@ -377,10 +385,11 @@ def _clip(text: Any) -> str | None:
 
 
 def _git_settings() -> dict[str, Any]:
-    """Record the code's git state when the job runs inside a repo; else no git noise."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / ".git").exists():
-            return {"git_root": str(folder)}
+    """Record this code's git commit when it runs from a checkout; else no git warning."""
+    for start in (Path(__file__).resolve().parent, Path.cwd()):
+        for folder in (start, *start.parents):
+            if (folder / ".git").exists():
+                return {"git_root": str(folder)}
     return {"disable_git": True}
 
 
@@ -400,6 +409,29 @@ def _has_credentials() -> bool:
                     or settings.api_key)
     except Exception:  # noqa: BLE001 - SDK internals moved: let wandb.init decide
         return True
+
+
+def _open_run(wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str
+              ) -> tuple[Any, str | None]:
+    """(run, why online failed) or (None, why nothing could start); online falls back
+    to offline, which needs neither network nor credentials."""
+    global _online_failure
+    problem = None
+    if mode == "online":
+        if not _has_credentials():
+            problem = "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+        elif _online_failure is not None:
+            problem = f"{_online_failure} (earlier in this process)"
+        else:
+            run = _init(wandb, kwargs, settings, "online")
+            if not isinstance(run, str):
+                return run, None
+            problem = _online_failure = run
+    Path(kwargs["dir"]).mkdir(parents=True, exist_ok=True)
+    run = _init(wandb, kwargs, settings, "offline")
+    if isinstance(run, str):
+        return None, f"{problem}; offline: {run}" if problem else run
+    return run, problem
 
 
 def _init(wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str) -> Any:
@@ -459,15 +491,15 @@ def _roc_table(wandb: Any, rows: Sequence[Mapping[str, Any]], class_names: list[
 
 
 def _roc_points(positive: Any, score: Any) -> tuple[Any, Any]:
+    """(fpr, tpr) of one class's curve, thinned to at most ``_ROC_POINTS`` points."""
     import numpy as np
 
-    order = np.argsort(-score, kind="stable")
-    pos, sc = positive[order], score[order]
-    last = np.r_[np.nonzero(np.diff(sc))[0], sc.size - 1]  # one point per distinct score
-    tp = np.cumsum(pos)[last]
-    fp = np.cumsum(~pos)[last]
-    tpr = np.r_[0.0, tp / max(int(pos.sum()), 1)]
-    fpr = np.r_[0.0, fp / max(int((~pos).sum()), 1)]
+    from gender.evaluation import roc_curve
+
+    fpr, tpr = roc_curve(positive.astype(int), score)
+    if fpr.size > _ROC_POINTS:  # W&B tables hold 10k rows; the curve needs far fewer
+        keep = np.unique(np.linspace(0, fpr.size - 1, _ROC_POINTS).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
     return fpr, tpr
 
 

@@ -12,12 +12,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from gender import tracking
 from gender.tracking import Tracker, flatten, redact_secrets, resolved_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,15 +62,24 @@ def make_cfg(mode: str = "offline", **logger):
     })
 
 
-def inspect(run: Path) -> tuple[dict, list[dict]]:
-    """(summary object, records) of one W&B run dir, via `wandb leet inspect`."""
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json"]
-    summary = subprocess.run([*cmd, "--summary", str(run)], capture_output=True, text=True,
-                             check=True, timeout=60)
-    records = subprocess.run([*cmd, str(run)], capture_output=True, text=True, check=True,
-                             timeout=60)
-    return (json.loads(summary.stdout),
-            [json.loads(line) for line in records.stdout.splitlines() if line.strip()])
+def leet(run: Path, *args: str) -> str:
+    """`wandb leet inspect --json ARGS RUN`: the SDK's own reader of the .wandb log."""
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *args, str(run)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def summary_of(run: Path) -> dict:
+    """State, exit code, config and summary of one W&B run folder."""
+    return json.loads(leet(run, "--summary"))
+
+
+def records_of(run: Path) -> list[dict]:
+    """Every record of the run's transaction log (run header, history, artifacts, exit)."""
+    return [json.loads(line) for line in leet(run).splitlines() if line.strip()]
+
+
+def header_of(run: Path) -> dict:
+    return next(r["run"] for r in records_of(run) if r["type"] == "run")
 
 
 def only_run(run_dir: Path) -> Path:
@@ -124,7 +135,7 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
     assert not tracker.enabled
 
     run = only_run(run_dir)
-    summary, records = inspect(run)
+    summary, records = summary_of(run), records_of(run)
     assert summary["state"] == "finished" and summary["exit_code"] == 0
     assert summary["project"] == "gender-test" and summary["tags"] == ["test"]
     config = summary["config"]
@@ -204,9 +215,30 @@ def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wa
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     message = warnings[0].getMessage()
     assert "API key" in message and "offline" in message and "\n" not in message
-    summary, _ = inspect(only_run(run_dir))
+    summary = summary_of(only_run(run_dir))
     assert summary["state"] == "finished"
     assert summary["summary"]["test/accuracy"] == 0.6
+
+
+def test_online_unreachable_falls_back_offline_and_later_jobs_skip_the_wait(
+        tmp_path, wandb_home, monkeypatch, caplog):
+    key = "k" * 40
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(tracking, "_online_failure", None)
+    cfg = make_cfg(mode="online", init_timeout=2)
+    with caplog.at_level(logging.WARNING, logger="gender.tracking"):
+        for job in ("job0", "job1"):
+            caplog.clear()
+            started = time.monotonic()
+            with Tracker.start(cfg, tmp_path / job) as tracker:
+                assert tracker.enabled
+                tracker.log_summary({"val_accuracy": 0.5})
+            seconds = time.monotonic() - started
+            messages = [r.getMessage() for r in caplog.records if r.name == "gender.tracking"]
+            assert len(messages) == 1 and "offline" in messages[0] and key not in messages[0]
+            assert only_run(tmp_path / job).is_dir()
+    assert seconds < 2, "the second job must not wait for the same timeout again"
 
 
 def test_exception_in_body_finishes_run_as_failed_and_propagates(tmp_path, wandb_home):
@@ -217,9 +249,8 @@ def test_exception_in_body_finishes_run_as_failed_and_propagates(tmp_path, wandb
             raise RuntimeError("boom")
     assert not tracker.enabled
     tracker.finish()  # idempotent
-    summary, records = inspect(only_run(run_dir))
+    summary = summary_of(only_run(run_dir))
     assert summary["state"] == "failed" and summary["exit_code"] == 1
-    assert [r["exit"]["exit_code"] for r in records if r["type"] == "exit"] == [1]
 
 
 def test_two_trackers_in_one_process_are_two_runs(tmp_path, wandb_home):
@@ -230,12 +261,12 @@ def test_two_trackers_in_one_process_are_two_runs(tmp_path, wandb_home):
     second.log_summary({"val_accuracy": 0.9})
     second.finish()
     first.finish()
-    s0, _ = inspect(only_run(tmp_path / "job0"))
-    s1, r1 = inspect(only_run(tmp_path / "job1"))
+    s0 = summary_of(only_run(tmp_path / "job0"))
+    s1 = summary_of(only_run(tmp_path / "job1"))
     assert s0["run_id"] != s1["run_id"]
     assert s0["state"] == s1["state"] == "finished"
     assert "val_accuracy" not in s0["summary"] and s1["summary"]["val_accuracy"] == 0.9
-    assert next(r["run"] for r in r1 if r["type"] == "run")["job_type"] == "evaluate"
+    assert header_of(only_run(tmp_path / "job1"))["job_type"] == "evaluate"
 
 
 def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wandb_home):
@@ -268,15 +299,19 @@ def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wa
                            "model.dropout=0.5", "hydra.sweep.dir=multirun/sweep1"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    headers = []
-    for job in ("0", "1"):
-        summary, records = inspect(only_run(tmp_path / "multirun" / "sweep1" / job))
-        assert summary["state"] == "finished"
-        headers.append(next(r["run"] for r in records if r["type"] == "run"))
+    jobs = [records_of(only_run(tmp_path / "multirun" / "sweep1" / job)) for job in "01"]
+    assert [[r["exit"]["exit_code"] for r in recs if r["type"] == "exit"] for recs in jobs] \
+        == [[0], [0]]
+    headers = [next(r["run"] for r in recs if r["type"] == "run") for recs in jobs]
     assert [h["run_group"] for h in headers] == ["multirun/sweep1"] * 2
     assert [h["display_name"] for h in headers] == [
         "model.dropout=0.5,optimizer.lr=0.1", "model.dropout=0.5,optimizer.lr=0.2"]
     assert headers[0]["run_id"] != headers[1]["run_id"]
+    # SWEEP/wandb/ links every job's run: `wandb leet` / `wandb sync` over the whole sweep.
+    links = sorted((tmp_path / "multirun" / "sweep1" / "wandb").iterdir())
+    assert all(link.is_symlink() for link in links)
+    assert sorted(link.resolve() for link in links) == sorted(
+        only_run(tmp_path / "multirun" / "sweep1" / job).resolve() for job in ("0", "1"))
 
 
 def test_config_helpers():
