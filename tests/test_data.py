@@ -1,0 +1,177 @@
+"""The data pipeline: discovery, class mapping, formats, bad files, cache, split and tf.data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import compose_cfg, make_images
+from PIL import Image
+
+from gender import data as gdata
+from gender.errors import UserError
+
+
+def data_cfg(root: Path, tmp_path: Path, *overrides: str):
+    return compose_cfg("data=folder", f"data.root={root}", "data.image_size=32",
+                       "data.classes.male=[man]", "data.classes.female=[woman]", *overrides,
+                       tmp_path=tmp_path)
+
+
+def test_class_mapping_and_multiple_sources(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 5, "woman": 4, "hijab": 3})
+    cfg = data_cfg(root, tmp_path, "data.classes.female=[woman,hijab]")
+    samples = gdata.discover(cfg.data)
+    assert len(samples) == 12
+    by_label = {0: [s for s in samples if s.label == 0], 1: [s for s in samples if s.label == 1]}
+    assert len(by_label[0]) == 5 and all(s.source == "man" for s in by_label[0])
+    assert {s.source for s in by_label[1]} == {"woman", "hijab"} and len(by_label[1]) == 7
+
+
+def test_absolute_source_folder(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 3, "woman": 3})
+    extra = make_images(tmp_path / "elsewhere", {"women_hijab": 2})
+    cfg = data_cfg(root, tmp_path, f"data.classes.female=[woman,{extra / 'women_hijab'}]")
+    assert sum(s.label for s in gdata.discover(cfg.data)) == 5
+
+
+@pytest.mark.parametrize(
+    ("layout", "overrides", "message"),
+    [
+        ({}, (), "does not exist"),
+        ({"man": 2, "woman": 2, "kids": 2}, (), "map to no class: kids"),
+        ({"man": 2, "woman": 0}, (), "data.classes.female: no images"),
+        ({"men": 2, "woman": 2}, (), "data.classes.male: folder 'man' not found"),
+    ],
+)
+def test_discovery_errors_are_one_line(tmp_path, layout, overrides, message):
+    root = tmp_path / "d"
+    if layout:
+        make_images(root, layout)
+        (root / "woman").mkdir(exist_ok=True)
+    with pytest.raises(UserError, match=message) as err:
+        gdata.discover(data_cfg(root, tmp_path, *overrides).data)
+    assert "\n" not in str(err.value)
+
+
+def test_unmapped_folder_can_be_ignored(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 2, "woman": 2, "kids": 2})
+    assert len(gdata.discover(data_cfg(root, tmp_path, "data.ignore_dirs=[kids]").data)) == 4
+
+
+def test_load_image_formats(tmp_path):
+    """JPEG, PNG, grayscale, RGBA, palette and odd sizes all come out as uint8 RGB at the size."""
+    rgb = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg")
+    Image.fromarray(rgb).save(tmp_path / "b.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "c.png")  # grayscale
+    rgba = np.dstack([rgb, np.full((50, 70), 0, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "d.png")  # fully transparent -> white
+    Image.fromarray(rgb).convert("P").save(tmp_path / "e.gif")
+    for name in ("a.jpg", "b.png", "c.png", "d.png", "e.gif"):
+        out = gdata.load_image(tmp_path / name, 32)
+        assert out.shape == (32, 32, 3) and out.dtype == np.uint8, name
+    gray = gdata.load_image(tmp_path / "c.png", 32)
+    assert (gray[..., 0] == gray[..., 1]).all()
+    assert (gdata.load_image(tmp_path / "d.png", 32) == 255).all()
+
+
+def test_bad_files_are_skipped_and_listed(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 6, "woman": 6})
+    (root / "man" / "empty.jpg").write_bytes(b"")
+    (root / "man" / "notes.jpg").write_text("not an image")
+    good = (root / "woman" / "0000.png").read_bytes()
+    (root / "woman" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "woman" / ".DS_Store").write_bytes(b"\0\1")
+    cfg = data_cfg(root, tmp_path)
+    ds = gdata.prepare(cfg.data, seed=1, cache_dir=tmp_path / "cache")
+    bad = {Path(p).name: reason for p, reason in ds.report.bad}
+    assert set(bad) == {"empty.jpg", "notes.jpg", "truncated.png"}
+    assert ds.report.ignored_hidden == 1
+    used = {Path(s.path).name for split in ds.splits.values() for s in split}
+    assert not used & set(bad)
+    assert sum(len(v) for v in ds.splits.values()) == 12
+    with pytest.raises(UserError, match="data.bad_files=error"):
+        gdata.prepare(data_cfg(root, tmp_path, "data.bad_files=error").data, 1, tmp_path / "cache")
+
+
+def test_split_is_deterministic_stratified_and_disjoint(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 60, "woman": 40})
+    samples = gdata.discover(data_cfg(root, tmp_path).data)
+    ratios = {"train": 0.8, "val": 0.1, "test": 0.1}
+    a = gdata.split_samples(samples, ratios, seed=3)
+    b = gdata.split_samples(list(reversed(samples)), ratios, seed=3)
+    c = gdata.split_samples(samples, ratios, seed=4)
+    assert a == b  # independent of listing order
+    assert a != c  # but depends on the seed
+    paths = [{s.path for s in a[k]} for k in gdata.SPLITS]
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
+    assert sum(map(len, paths)) == 100
+    for k, n in (("train", 80), ("val", 10), ("test", 10)):
+        assert len(a[k]) == n
+        assert sum(s.label == 0 for s in a[k]) == n * 6 // 10  # stratified: 60% men everywhere
+
+
+def test_duplicates_stay_in_one_split(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 30, "woman": 30})
+    for i in range(10):  # ten byte-identical copies of one image
+        shutil.copy(root / "man" / "0000.png", root / "man" / f"copy{i}.png")
+    ds = gdata.prepare(data_cfg(root, tmp_path).data, seed=0, cache_dir=tmp_path / "cache")
+    homes = {k for k, v in ds.splits.items() for s in v if "copy" in s.path or "0000" in s.path
+             and "/man/" in s.path}
+    assert len(homes) == 1
+    assert ds.report.duplicate_groups == 1 and ds.report.duplicate_files == 10
+
+
+def test_conflicting_duplicate_is_excluded_and_reported(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 10, "woman": 10})
+    shutil.copy(root / "man" / "0001.png", root / "woman" / "same_as_man.png")
+    ds = gdata.prepare(data_cfg(root, tmp_path).data, seed=0, cache_dir=tmp_path / "cache")
+    assert {Path(p).name for p, _ in ds.report.conflicts} == {"0001.png", "same_as_man.png"}
+    used = {Path(s.path).name for v in ds.splits.values() for s in v}
+    assert "same_as_man.png" not in used
+    gdata.write_data_report(ds.report, tmp_path)
+    assert "conflicting label" in (tmp_path / "skipped_files.csv").read_text()
+
+
+def test_cache_is_reused_and_keyed_by_image_size(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 8, "woman": 8})
+    first = gdata.prepare(data_cfg(root, tmp_path).data, 0, tmp_path / "cache")
+    second = gdata.prepare(data_cfg(root, tmp_path).data, 0, tmp_path / "cache")
+    other = gdata.prepare(data_cfg(root, tmp_path, "data.image_size=24").data, 0, tmp_path / "cache")
+    assert not first.cache.reused and second.cache.reused
+    assert second.cache.directory == first.cache.directory
+    assert other.cache.directory != first.cache.directory and not other.cache.reused
+    assert other.cache.images.shape[1:] == (24, 24, 3)
+
+
+def test_manifest_round_trip(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 10, "woman": 10})
+    ds = gdata.prepare(data_cfg(root, tmp_path).data, 0, tmp_path / "cache")
+    gdata.write_manifest(ds.splits, ds.class_names, tmp_path / "split.csv")
+    assert gdata.read_manifest(tmp_path) == ds.splits
+
+
+def test_explicit_test_dir(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 10, "woman": 10})
+    test_root = make_images(tmp_path / "t", {"man": 3, "woman": 2}, seed=9)
+    ds = gdata.prepare(data_cfg(root, tmp_path, f"data.test_dir={test_root}").data, 0,
+                       tmp_path / "cache")
+    assert len(ds.splits["test"]) == 5 and all(str(test_root) in s.path for s in ds.splits["test"])
+    assert len(ds.splits["train"]) + len(ds.splits["val"]) == 20
+
+
+def test_tf_dataset_batches_uint8_images_with_labels(tmp_path):
+    root = make_images(tmp_path / "d", {"man": 20, "woman": 20})
+    ds = gdata.prepare(data_cfg(root, tmp_path, "data.batch_size=8").data, 0, tmp_path / "cache")
+    x, y = next(iter(ds.train))
+    assert x.shape == (8, 32, 32, 3) and x.dtype.name == "uint8"
+    assert set(np.unique(y.numpy())) <= {0.0, 1.0}
+    seen = np.concatenate([b[1].numpy() for b in ds.val])
+    assert np.array_equal(seen, ds.labels("val"))  # val order is the manifest order
+    # the labels travel with their own images: women are brighter in make_images
+    xs, ys = zip(*[(b[0].numpy(), b[1].numpy()) for b in ds.train], strict=True)
+    xs, ys = np.concatenate(xs), np.concatenate(ys)
+    assert xs[ys == 1].mean() > xs[ys == 0].mean() + 20

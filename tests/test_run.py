@@ -1,0 +1,59 @@
+"""The whole job through the real CLI, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import compose_cfg, make_images, run_cli
+
+from gender.training import train
+
+TINY = ["debug=tiny", "logger=none"]
+
+
+def test_cli_run_writes_every_output(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli("gender.run", *TINY, "trainer.epochs=3", "optimizer.lr=0.003",
+                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("metrics.json", "model.keras", "history.csv", "split.csv", "skipped_files.csv",
+                 "plots/learning_curves.png", "plots/confusion_matrix.png",
+                 "predictions_test.csv", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss", "epochs_run",
+                "wall_seconds"):
+        assert metrics[key] is not None, key
+    assert metrics["epochs_run"] == 3  # trainer.epochs took effect
+    assert metrics["params"]["optimizer.lr"] == 0.003
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert float(rows[0]["learning_rate"]) == pytest.approx(0.003)
+    assert "test acc" in proc.stdout and "val acc" in proc.stdout
+    assert not (run_dir / "wandb").exists()  # logger=none writes no W&B files
+
+
+def test_missing_data_root_is_one_clear_line(tmp_path):
+    proc = run_cli("gender.run", "logger=none", f"data.root={tmp_path / 'nowhere'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("error: data.root=") and "data=synthetic" in err[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
+    """``train(cfg)`` is a plain function: tests and tools call it without the CLI."""
+    root = make_images(tmp_path / "faces", {"male": 16, "female": 16})
+    cfg = compose_cfg("data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8",
+                      "optimizer=sgd", "augmentation=none", "model=rescnn", "trainer.epochs=2",
+                      "trainer.verbose=0", "logger=none", tmp_path=tmp_path)
+    metrics = train(cfg)
+    assert metrics["epochs_run"] == 2
+    assert metrics["split_sizes"] == {"train": 26, "val": 4, "test": 2}  # 16 per class, stratified
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    with pytest.raises(Exception, match="never overwritten"):
+        train(cfg)  # a finished run directory is never reused
