@@ -168,7 +168,7 @@ def auto_groups(samples: Sequence[Sample]) -> list[str] | None:
     return None
 
 
-def evaluate_model(
+def evaluate_model_with_rows(
     model: Any,
     samples: Sequence[Sample],
     class_names: Sequence[str],
@@ -182,8 +182,11 @@ def evaluate_model(
     predictions_name: str = "predictions.csv",
     plots_dir: str = "plots",
     mistakes: int = 16,
-) -> dict[str, Any]:
-    """Predict every sample, compute all metrics, write predictions CSV and plots; return the dict.
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Predict every sample, compute all metrics, write predictions CSV and plots.
+
+    Returns the metrics dict and one row per predicted image (``path``, ``true`` and ``pred`` as
+    class indices, ``prob`` of class 1, ``group``) for callers that log them elsewhere.
 
     ``images`` (uint8, aligned with ``samples``) skips decoding when the caller already holds
     them (training's decoded cache); otherwise each file is decoded with ``data.load_image``, the
@@ -233,12 +236,12 @@ def evaluate_model(
     result["skipped"] = skipped
 
     pred = (p >= threshold).astype(int)
+    rows = [{"path": samples[i].path, "true": int(y[j]), "pred": int(pred[j]),
+             "prob": float(p[j]), "group": g[j] if g is not None else ""}
+            for j, i in enumerate(kept)]
     write_csv(
-        (
-            (samples[i].path, class_names[y[j]], class_names[pred[j]], f"{p[j]:.6f}",
-             g[j] if g is not None else "")
-            for j, i in enumerate(kept)
-        ),
+        ((r["path"], class_names[r["true"]], class_names[r["pred"]], f"{r['prob']:.6f}",
+          r["group"]) for r in rows),
         ["path", "true", "pred", f"prob_{class_names[1]}", "group"],
         out / predictions_name,
     )
@@ -256,7 +259,34 @@ def evaluate_model(
             pics = [load_image(samples[kept[j]].path, image_size) for j in worst]
         ev.plot_mistakes(pics, y[worst], p[worst], class_names, plots / PLOT_FILES["mistakes"],
                          k=mistakes, threshold=threshold)
-    return result
+    return result, rows
+
+
+def evaluate_model(
+    model: Any,
+    samples: Sequence[Sample],
+    class_names: Sequence[str],
+    image_size: int,
+    out_dir: str | os.PathLike[str],
+    batch_size: int = 64,
+    *,
+    images: np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
+    threshold: float = 0.5,
+    predictions_name: str = "predictions.csv",
+    plots_dir: str = "plots",
+    mistakes: int = 16,
+) -> dict[str, Any]:
+    """Score a model on samples: ``evaluate_model_with_rows`` without the rows.
+
+    This is the one code path for evaluation; training can call it for its test split (with
+    ``images`` from its decoded cache and ``predictions_name="predictions_test.csv"``).
+    """
+    return evaluate_model_with_rows(
+        model, samples, class_names, image_size, out_dir, batch_size, images=images,
+        groups=groups, threshold=threshold, predictions_name=predictions_name,
+        plots_dir=plots_dir, mistakes=mistakes,
+    )[0]
 
 
 # ------------------------------------------------------------------------------- the CLI
@@ -379,6 +409,15 @@ def _manifest_classes(path: Path) -> list[str] | None:
     return [by_label[0], by_label[1]] if set(by_label) == {0, 1} else None
 
 
+def require_model_path(cfg: Any, example: str) -> None:
+    """A missing ``model_path`` is a user mistake: one line with an example, not a traceback."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, "model_path") or not cfg.model_path:
+        raise UserError(f"model_path is required (a training run directory or a .keras file), "
+                        f"e.g. {example}")
+
+
 def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The CLI's work, callable without Hydra: select samples, evaluate, write, print."""
     out = Path(out_dir)
@@ -415,6 +454,7 @@ def _main() -> None:
     @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
     def task(cfg: Any) -> float:
         try:
+            require_model_path(cfg, "python -m gender.evaluate model_path=outputs/runs/DATE/TIME")
             return run_evaluation(cfg, HydraConfig.get().runtime.output_dir)["accuracy"]
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -44,6 +44,7 @@ from gender.evaluate import (
     load_model,
     model_image_size,
     predict_probs,
+    require_model_path,
     resolve_model_path,
     trained_class_names,
 )
@@ -356,6 +357,7 @@ def _main() -> None:
     @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
     def task(cfg: Any) -> None:
         try:
+            require_model_path(cfg, "python -m gender.predict model_path=outputs/runs/DATE/TIME photo.jpg")
             run_predict(cfg, HydraConfig.get().runtime.output_dir, positional)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)

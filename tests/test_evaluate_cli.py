@@ -209,3 +209,16 @@ def test_cli_user_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: model_path=")
     assert "Traceback" not in proc.stderr
+
+
+def test_missing_model_path_is_a_user_error():
+    with pytest.raises(UserError, match="model_path is required"):
+        gev.require_model_path(compose_evaluate(), "example")
+
+
+def test_rows_for_tracking(model, data_root, tmp_path):
+    samples = [s for s in folder_samples(data_root) if not s.path.endswith(".jpg")]
+    result, rows = gev.evaluate_model_with_rows(model, samples, NAMES, 32, tmp_path, mistakes=0)
+    assert len(rows) == result["n"] == 9
+    assert set(rows[0]) == {"path", "true", "pred", "prob", "group"}
+    assert sum(r["true"] != r["pred"] for r in rows) == 1
