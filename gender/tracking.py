@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -335,10 +336,10 @@ def _jsonable(value: Any) -> Any:
 def _hydra_job() -> tuple[str | None, str | None, Path | None]:
     """(run name, group, sweep dir) of the running Hydra job; all None outside Hydra.
 
-    Name = the job's overrides (``hydra.job.override_dirname``); group = the sweep dir in
-    a multirun, so all jobs of one sweep share it. Read from the live HydraConfig rather
-    than through ``${hydra:...}`` in the YAML, so that ``.hydra/config.yaml`` stays
-    resolvable outside Hydra (evaluate, report).
+    Name = the job's overrides as in ``hydra.job.override_dirname``, secrets masked;
+    group = the sweep dir in a multirun, so all jobs of one sweep share it. Read from the
+    live HydraConfig rather than through ``${hydra:...}`` in the YAML, so that
+    ``.hydra/config.yaml`` stays resolvable outside Hydra (evaluate, report).
     """
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -347,7 +348,7 @@ def _hydra_job() -> tuple[str | None, str | None, Path | None]:
         if not HydraConfig.initialized():
             return None, None, None
         hc = HydraConfig.get()
-        name = str(hc.job.get("override_dirname") or "") or None
+        name = _override_name(hc)
         if hc.mode != RunMode.MULTIRUN:
             return name, None, None
         sweep = Path(str(hc.sweep.dir)).resolve()
@@ -356,6 +357,30 @@ def _hydra_job() -> tuple[str | None, str | None, Path | None]:
         return name, group, sweep
     except Exception:  # noqa: BLE001 - no Hydra, or an unusual Hydra config
         return None, None, None
+
+
+def _override_name(hc: Any) -> str | None:
+    """``model.dropout=0.2,optimizer.lr=0.003``: the overrides, sorted, minus
+    ``hydra.job.config.override_dirname.exclude_keys``."""
+    fmt = hc.job.config.override_dirname
+    exclude = {str(k) for k in (fmt.exclude_keys or [])}
+    items = []
+    for override in map(str, hc.overrides.task):
+        key, eq, value = override.partition("=")
+        if key.lstrip("+~") in exclude:
+            continue
+        items.append(f"{key}{fmt.kv_sep}{_mask(key, value)}" if eq else key)
+    return str(fmt.item_sep).join(sorted(items)) or None
+
+
+def _mask(key: str, value: str) -> str:
+    return "***" if _SECRET_KEY.search(key.lstrip("+~")) else value
+
+
+def _masked_arg(arg: str) -> str:
+    """``+db.password=x`` -> ``+db.password=***``; other arguments unchanged."""
+    key, eq, value = arg.partition("=")
+    return f"{key}={_mask(key, value)}" if eq else arg
 
 
 def _link_into_sweep(run: Any, sweep: Path | None) -> None:
@@ -436,12 +461,17 @@ def _open_run(wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str
 
 def _init(wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str) -> Any:
     """``wandb.init`` in ``mode``: the run, or a one-line reason why it failed."""
+    argv = sys.argv
+    # W&B records sys.argv in the run's metadata: mask secret values given as overrides.
+    sys.argv = [*argv[:1], *map(_masked_arg, argv[1:])]
     try:
         run = wandb.init(mode=mode, settings=settings, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - includes wandb's own timeout exits
         if isinstance(exc, KeyboardInterrupt):
             raise
         return _one_line(exc)
+    finally:
+        sys.argv = argv
     if run is None or getattr(run, "disabled", False):
         return "wandb.init returned no run"
     return run

@@ -296,7 +296,8 @@ def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wa
         """))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(script), "-m", "optimizer.lr=0.1,0.2",
-                           "model.dropout=0.5", "hydra.sweep.dir=multirun/sweep1"],
+                           "model.dropout=0.5", f"+db.password={SECRET}",
+                           "hydra.sweep.dir=multirun/sweep1"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     jobs = [records_of(only_run(tmp_path / "multirun" / "sweep1" / job)) for job in "01"]
@@ -305,13 +306,32 @@ def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wa
     headers = [next(r["run"] for r in recs if r["type"] == "run") for recs in jobs]
     assert [h["run_group"] for h in headers] == ["multirun/sweep1"] * 2
     assert [h["display_name"] for h in headers] == [
-        "model.dropout=0.5,optimizer.lr=0.1", "model.dropout=0.5,optimizer.lr=0.2"]
+        "+db.password=***,model.dropout=0.5,optimizer.lr=0.1",
+        "+db.password=***,model.dropout=0.5,optimizer.lr=0.2"]
+    for path in (tmp_path / "multirun").rglob("*"):  # what W&B wrote, not Hydra's own files
+        if path.is_file() and "wandb" in path.parts:
+            assert SECRET.encode() not in path.read_bytes(), path
     assert headers[0]["run_id"] != headers[1]["run_id"]
     # SWEEP/wandb/ links every job's run: `wandb leet` / `wandb sync` over the whole sweep.
     links = sorted((tmp_path / "multirun" / "sweep1" / "wandb").iterdir())
     assert all(link.is_symlink() for link in links)
     assert sorted(link.resolve() for link in links) == sorted(
         only_run(tmp_path / "multirun" / "sweep1" / job).resolve() for job in ("0", "1"))
+
+
+def test_logger_group_composes_with_the_project_config(wandb_home, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        default = compose(config_name="config")
+        none = compose(config_name="config", overrides=["logger=none"])
+        monkeypatch.setenv("WANDB_MODE", "online")
+        online = compose(config_name="config")
+    assert default.logger.keys() == none.logger.keys()
+    assert online.logger.mode == "online"
+    monkeypatch.delenv("WANDB_MODE")
+    assert default.logger.mode == "offline" and none.logger.mode == "disabled"
+    assert default.logger.project == "gender" and default.logger.log_predictions == 500
 
 
 def test_config_helpers():
