@@ -151,9 +151,7 @@ def _read_history(path: Path) -> list[dict[str, float]]:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             for raw in csv.DictReader(fh):
-                row = {
-                    k: v for k, v in ((k, _num(v)) for k, v in raw.items() if k) if v is not None
-                }
+                row = {k: v for k, v in ((k, _num(v)) for k, v in raw.items() if k) if v is not None}
                 if row:
                     rows.append(row)
     except (OSError, csv.Error):
@@ -167,7 +165,7 @@ def _job_num(job_dir: Path) -> int | None:
         num = ((hydra_cfg.get("hydra") or {}).get("job") or {}).get("num")
         if isinstance(num, int):
             return num
-    match = re.match(r"(\d+)", job_dir.name)
+    match = re.match(r"(\d+)(?:$|[_\-=.])", job_dir.name)
     return int(match.group(1)) if match else None
 
 
@@ -379,9 +377,7 @@ def plot_heatmap(jobs: Sequence[JobRecord], path: Path) -> str:
         vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         if vmin == vmax:
             vmin, vmax = vmin - 0.01, vmax + 0.01
-        image = ax.imshow(
-            masked, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto"
-        )
+        image = ax.imshow(masked, cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
         ax.set_facecolor("#dddddd")
         for (r, c), members in cells.items():
             if np.isfinite(values[r, c]):
@@ -441,7 +437,10 @@ def plot_heatmap(jobs: Sequence[JobRecord], path: Path) -> str:
             )
         positive = [x for x in xs_all if x is not None and x > 0]
         if positive and len(positive) == len(xs_all) and max(positive) / min(positive) >= 10:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
         if ok or bad:
             ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
@@ -505,9 +504,7 @@ def plot_learning_curves(jobs: Sequence[JobRecord], path: Path, keys: Sequence[s
     if drawn:
         ax_acc.legend(fontsize=7, loc="best")
     else:
-        ax_acc.text(
-            0.5, 0.5, "no history.csv yet", ha="center", va="center", transform=ax_acc.transAxes
-        )
+        ax_acc.text(0.5, 0.5, "no history.csv yet", ha="center", va="center", transform=ax_acc.transAxes)
     if drawn > _MAX_LEGEND:
         ax_acc.set_title(f"val_accuracy per epoch (legend: first {_MAX_LEGEND} of {drawn})")
     _save_figure(fig, path)
@@ -550,10 +547,7 @@ def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Plain fixed-width text table for the terminal."""
-    cells = [
-        [_fmt(row.get(c)) if c != "overrides" else str(row.get(c, "")) for c in columns]
-        for row in rows
-    ]
+    cells = [[_fmt(row.get(c)) if c != "overrides" else str(row.get(c, "")) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -588,12 +582,10 @@ def _markdown(summary: SweepSummary, rows: list[dict[str, Any]], columns: list[s
     if best is None:
         out.append("No job has completed yet.")
     else:
-        extra = (
-            f", test_accuracy {_fmt(best.test_accuracy)}" if best.test_accuracy is not None else ""
-        )
+        extra = f", test_accuracy {_fmt(best.test_accuracy)}" if best.test_accuracy is not None else ""
         out.append(
             f"Job {best.label} (`{best.path.name}/`): val_accuracy "
-            f"**{_fmt(best.val_accuracy)}**{extra}, {best.epochs_run} epochs."
+            f"**{_fmt(best.val_accuracy)}**{extra}, epochs run {best.epochs_run}."
         )
         params = ", ".join(f"`{k}={_fmt(best.params.get(k))}`" for k in summary.swept_keys)
         if params:
@@ -656,7 +648,7 @@ def _html(summary: SweepSummary, rows: list[dict[str, Any]], columns: list[str])
     else:
         parts.append(
             f"<p>Job {esc(best.label)}: val_accuracy <b>{_fmt(best.val_accuracy)}</b>"
-            f", test_accuracy {_fmt(best.test_accuracy)}, {best.epochs_run} epochs.</p>"
+            f", test_accuracy {_fmt(best.test_accuracy)}, epochs run {best.epochs_run}.</p>"
         )
         parts.append(f"<pre>{esc(summary.best_command or '')}</pre>")
     if summary.optuna:
@@ -673,9 +665,7 @@ def _html(summary: SweepSummary, rows: list[dict[str, Any]], columns: list[str])
     ]
     for row, job in zip(rows, jobs, strict=True):
         cls = "best" if job is best else ("failed" if job.status == "failed" else "")
-        cells = "".join(
-            f"<td>{esc(_md_cell(row.get(c)).replace(chr(92) + '|', '|'))}</td>" for c in columns
-        )
+        cells = "".join(f"<td>{esc(_md_cell(row.get(c)).replace(chr(92) + '|', '|'))}</td>" for c in columns)
         parts.append(f"<tr class='{cls}'>{cells}</tr>")
     parts.append("</table></body></html>")
     return "\n".join(parts) + "\n"
@@ -712,9 +702,7 @@ def build_summary(sweep_dir: Path) -> SweepSummary:
         raise NoJobsError(f"{sweep_dir} is not a directory")
     jobs = collect_jobs(sweep_dir)
     if not jobs:
-        raise NoJobsError(
-            f"no Hydra jobs in {sweep_dir} (expected job dirs with .hydra/overrides.yaml)"
-        )
+        raise NoJobsError(f"no Hydra jobs in {sweep_dir} (expected job dirs with .hydra/overrides.yaml)")
     keys = swept_keys(jobs)
     best = jobs[0] if jobs[0].status == "completed" and jobs[0].val_accuracy is not None else None
     files = {

@@ -145,8 +145,7 @@ def test_heatmap_is_a_grid_for_a_grid_and_a_scatter_otherwise(tmp_path: Path) ->
             val=0.7 + 0.01 * num,
         )
     (optuna / "optimization_results.yaml").write_text(
-        "name: optuna\nbest_params:\n  optimizer.lr: 0.0087\n  model.dropout: 0.33\n"
-        "best_value: 0.72\n"
+        "name: optuna\nbest_params:\n  optimizer.lr: 0.0087\n  model.dropout: 0.33\nbest_value: 0.72\n"
     )
     summary = reporting.summarize(optuna)
     assert reporting.plot_heatmap(summary.jobs, tmp_path / "s.png") == "scatter"
