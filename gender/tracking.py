@@ -74,8 +74,17 @@ class Tracker:
             log.warning("W&B tracking disabled: cannot import wandb (%s)", _one_line(exc))
             return cls(None, lcfg)
 
+        try:
+            return cls._start(wandb, cfg, lcfg, mode, Path(lcfg.get("dir") or run_dir), job_type)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unusable logger.dir or init_timeout
+            log.warning("W&B tracking disabled for this job: %s; the job continues untracked",
+                        _one_line(exc))
+            return cls(None, lcfg)
+
+    @classmethod
+    def _start(cls, wandb: Any, cfg: DictConfig, lcfg: dict[str, Any], mode: str, wdir: Path,
+               job_type: str) -> Tracker:
         name, group, sweep = _hydra_job()
-        wdir = Path(lcfg.get("dir") or run_dir)
         kwargs: dict[str, Any] = {
             "project": lcfg.get("project") or "gender",
             "entity": lcfg.get("entity") or None,

@@ -180,9 +180,12 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
                 assert SECRET.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("how", ["logger_none", "mode_disabled", "env_disabled"])
-def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, how):
-    if how == "logger_none":
+@pytest.mark.parametrize("how", ["logger_none", "mode_disabled", "env_disabled", "unusable"])
+def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, caplog, how):
+    """No run and no W&B file; an unusable logger setting costs one warning, not the job."""
+    if how == "unusable":
+        cfg = make_cfg(init_timeout="soon")
+    elif how == "logger_none":
         cfg = make_cfg()
         cfg.logger = OmegaConf.load(REPO / "conf" / "logger" / "none.yaml")
     elif how == "mode_disabled":
@@ -200,6 +203,8 @@ def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, ho
         tracker.log_evaluation({"accuracy": 0.5}, [], ["male", "female"])
         tracker.log_model(run_dir / "model.keras")
     tracker.finish()
+    warnings = [r for r in caplog.records if r.name == "gender.tracking"]
+    assert len(warnings) == (how == "unusable")
     assert list(run_dir.iterdir()) == []
     assert not list(wandb_home.rglob("*"))
 
