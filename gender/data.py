@@ -122,7 +122,7 @@ def discover(
     so several sources may feed one class. A subfolder of the root that maps to no class is an error
     unless listed in ``data.ignore_dirs``: silently dropping it could hide half a dataset.
     """
-    root = Path(root if root is not None else data_cfg.root).expanduser()
+    root = Path(root if root is not None else data_cfg.root).expanduser().absolute()
     if not root.is_dir() or not any(root.iterdir()):
         state = "does not exist" if not root.exists() else "is empty"
         raise UserError(f"data.root={root} {state}: {DATA_HELP}")
@@ -371,6 +371,7 @@ class Datasets:
     report: DataReport
     cache: ImageCache
     indices: dict[str, np.ndarray]
+    epoch: Any  # tf.Variable: the training epoch, which the shuffle order derives from
 
     def labels(self, split: str) -> np.ndarray:
         return np.array([s.label for s in self.splits[split]], dtype=np.float32)
@@ -421,16 +422,19 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
                             f"({len(good)} usable images, split {ratios})")
     indices = {name: np.array([where[s.path] for s in splits[name]], dtype=np.int64)
                for name in SPLITS}
-    batch = int(data_cfg.batch_size)
+    import tensorflow as tf
+
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     datasets = {
         name: make_dataset(cache.images, indices[name],
                            np.array([s.label for s in splits[name]], dtype=np.float32),
-                           batch, shuffle=(name == "train"), seed=seed)
+                           int(data_cfg.batch_size), shuffle_seed=seed if name == "train" else None,
+                           epoch=epoch)
         for name in SPLITS
     }
     return Datasets(**datasets, splits=splits, class_names=class_names,
                     image_size=int(data_cfg.image_size), report=report, cache=cache,
-                    indices=indices)
+                    indices=indices, epoch=epoch)
 
 
 def _drop_label_conflicts(
@@ -457,12 +461,14 @@ def _drop_label_conflicts(
 
 def make_dataset(
     images: np.ndarray, indices: np.ndarray, labels: np.ndarray, batch_size: int,
-    shuffle: bool, seed: int,
+    shuffle_seed: int | None = None, epoch=None,
 ):
     """Batches of (uint8 images, float32 labels) gathered from the decoded cache.
 
     Shuffling indices (not pixels) is free; one numpy gather per batch replaces per-image
-    decode + resize, and parallel calls plus prefetch keep it behind the training step.
+    decode + resize, and parallel calls keep it behind the training step. The training order is a
+    pure function of (seed, ``epoch``), a variable the trainer sets at each epoch start, so a run
+    resumed at epoch k sees exactly the batches an uninterrupted run would.
     """
     import tensorflow as tf
 
@@ -474,9 +480,18 @@ def make_dataset(
         out[order] = images[idx[order]]
         return out, lbl
 
-    ds = tf.data.Dataset.from_tensor_slices((indices, labels))
-    if shuffle:
-        ds = ds.shuffle(max(len(indices), 1), seed=seed, reshuffle_each_iteration=True)
+    if shuffle_seed is None:
+        ds = tf.data.Dataset.from_tensor_slices((indices, labels))
+    else:
+        idx_t, lbl_t = tf.constant(indices, tf.int64), tf.constant(labels, tf.float32)
+
+        def epoch_order(_):
+            seed = tf.stack([tf.constant(shuffle_seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
+            perm = tf.random.experimental.stateless_shuffle(tf.range(len(indices), dtype=tf.int64), seed)
+            return tf.data.Dataset.from_tensor_slices((tf.gather(idx_t, perm), tf.gather(lbl_t, perm)))
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(indices)))
     ds = ds.batch(batch_size)
 
     def load(idx, lbl):
@@ -488,14 +503,17 @@ def make_dataset(
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def with_augmentation(ds, augment, batch_prefetch: bool = True):
-    """Apply augmentation layers to training batches in parallel tf.data calls, then prefetch."""
+def with_augmentation(ds, augment, parallel: bool = True):
+    """Augment training batches in tf.data calls that overlap the training step, then prefetch.
+
+    ``parallel=False`` (deterministic runs) keeps the random layers' draws in a fixed order.
+    """
     import tensorflow as tf
 
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE) if batch_prefetch else ds
+                    num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def write_data_report(report: DataReport, run_dir: str | os.PathLike) -> None:

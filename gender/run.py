@@ -52,6 +52,8 @@ def main(cfg: DictConfig) -> float:
     except (Exception, KeyboardInterrupt) as e:
         run_dir.mkdir(parents=True, exist_ok=True)
         record_failure(run_dir, e)
+        if isinstance(e, KeyboardInterrupt):
+            print(f"interrupted: resume with  python -m gender.resume {run_dir}", file=sys.stderr)
         if isinstance(e, UserError) and not _is_multirun():
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)

@@ -71,8 +71,8 @@ def _history_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def make_callbacks(cfg: DictConfig, run_dir: Path) -> list:
-    """Keras callbacks: learning-rate logging, history CSV, best checkpoint, early stopping, resume."""
+def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: list) -> list:
+    """Keras callbacks: per-epoch seeds, learning rate, history CSV, best checkpoint, early stop, resume."""
     import keras
 
     t = cfg.trainer
@@ -80,14 +80,21 @@ def make_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     previous = _history_rows(history_path)
     best_so_far = max((float(r["val_accuracy"]) for r in previous), default=None)
 
+    class EpochSeeds(keras.callbacks.Callback):
+        """Derive every random draw of epoch e from (seed, e) alone: shuffle order, augmentation and
+        dropout. A run resumed at epoch e then trains exactly as an uninterrupted one would."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            epoch_var.assign(epoch)
+            for i, state in enumerate(random_states):
+                state.assign(np.array([int(cfg.seed) * 1000 + epoch, i], dtype=state.dtype))
+
     class LearningRateLogger(keras.callbacks.Callback):
         """Adds the current learning rate to the epoch logs (Keras 3 does not)."""
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                opt = self.model.optimizer
-                lr = opt.learning_rate
-                logs["learning_rate"] = float(np.asarray(lr(opt.iterations) if callable(lr) else lr))
+            if logs is not None:  # the property evaluates a schedule at the current step
+                logs["learning_rate"] = float(self.model.optimizer.learning_rate)
 
     class HistoryCSV(keras.callbacks.Callback):
         """Rewrites history.csv atomically each epoch; on resume it keeps the earlier epochs."""
@@ -104,7 +111,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path) -> list:
             write_csv(([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in self.rows),
                       ["epoch", *HISTORY_KEYS], history_path)
 
-    callbacks = [LearningRateLogger(), HistoryCSV()]
+    callbacks = [EpochSeeds(), LearningRateLogger(), HistoryCSV()]
     callbacks.append(keras.callbacks.ModelCheckpoint(
         str(run_dir / "checkpoints" / "best.weights.h5"), monitor=t.checkpoint.monitor,
         mode="max" if "acc" in t.checkpoint.monitor else "min", save_best_only=True,
@@ -132,6 +139,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         raise UserError(f"{run_dir} already holds a finished run (metrics.json); "
                         "a finished run is never overwritten: choose another hydra.run.dir")
+    (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
+    write_json(environment(int(cfg.seed)), run_dir / "environment.json")
     from gender.tracking import Tracker
 
     with Tracker.start(cfg, run_dir, job_type="train") as tracker:
@@ -167,7 +176,8 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
         model = build_model(cfg.model, ds.image_size,
                             augmentation=augment if placement == "model" else None)
-        train_ds = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None)
+        train_ds = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None,
+                                           parallel=not t.deterministic)
         if t.get("limit_batches"):
             train_ds = train_ds.take(int(t.limit_batches))
         steps = int(train_ds.cardinality().numpy())
@@ -181,7 +191,9 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     val_ds = ds.val.prefetch(tf.data.AUTOTUNE)
     if t.get("limit_batches"):
         val_ds = val_ds.take(int(t.limit_batches))
-    callbacks = make_callbacks(cfg, run_dir) + tracker.keras_callbacks()
+    random_states = [v for v in [*model.variables, *(augment.variables if augment else [])]
+                     if "seed_generator_state" in v.path]
+    callbacks = make_callbacks(cfg, run_dir, ds.epoch, random_states) + tracker.keras_callbacks()
     fit_started = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
               verbose=int(t.verbose))
@@ -201,7 +213,16 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         model.save(tmp.with_suffix(".keras"))
         os.replace(tmp.with_suffix(".keras"), tmp)
 
-    result, rows = evaluate_split(model, ds, "test", run_dir, int(cfg.data.batch_size))
+    result, rows = {}, []
+    if ds.splits["test"]:
+        from gender.evaluate import evaluate_model_with_rows
+        from gender.evaluation import format_report
+
+        result, rows = evaluate_model_with_rows(
+            model, ds.splits["test"], ds.class_names, ds.image_size, run_dir,
+            int(cfg.data.batch_size), images=ds.cache.images[ds.indices["test"]],
+            predictions_name="predictions_test.csv")
+        print(format_report(result), flush=True)
     epochs_run = len(history)
     metrics = {
         "status": "completed",
@@ -238,6 +259,40 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     return metrics
 
 
+def environment(seed: int) -> dict[str, Any]:
+    """Seed, library versions and git commit: what it takes to reproduce a result."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gender import PROJECT_ROOT
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                 timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {
+        "seed": seed,
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "packages": {n: ver(n) for n in ("tensorflow", "keras", "numpy", "hydra-core", "omegaconf",
+                                         "wandb", "pillow")},
+    }
+
+
 def _overrides() -> list[str]:
     """The job's command-line overrides when running under Hydra, else []."""
     try:
@@ -268,36 +323,3 @@ def format_metrics(m: dict[str, Any], run_dir: Path) -> str:
     ]
     return "\n".join(lines)
 
-
-def evaluate_split(model, ds, split: str, run_dir: Path, batch_size: int):
-    """Predict one split from the decoded cache; write predictions, plots and the report."""
-    import tensorflow as tf
-
-    from gender import evaluation as ev
-
-    samples = ds.splits[split]
-    if not samples:
-        log.warning("the %s split is empty: no %s metrics", split, split)
-        return {}, []
-    prob = model.predict(getattr(ds, split).prefetch(tf.data.AUTOTUNE), verbose=0).ravel()
-    prob = np.clip(prob.astype(np.float64), 0.0, 1.0)
-    y = ds.labels(split).astype(int)
-    sources = [s.source for s in samples]
-    several = len(set(sources)) > len({s.label for s in samples})
-    result = ev.evaluate_predictions(y, prob, ds.class_names, groups=sources if several else None)
-    pred = (prob >= 0.5).astype(int)
-    rows = [{"path": s.path, "true": int(t), "pred": int(p), "prob": float(q), "group": s.source}
-            for s, t, p, q in zip(samples, y, pred, prob, strict=True)]
-    write_csv(([r["path"], ds.class_names[r["true"]], ds.class_names[r["pred"]],
-                f"{r['prob']:.6f}", r["group"]] for r in rows),
-              ["path", "true", "pred", f"prob_{ds.class_names[1]}", "group"],
-              run_dir / f"predictions_{split}.csv")
-    plots = run_dir / "plots"
-    ev.plot_confusion_matrix(result["confusion_matrix"], ds.class_names,
-                             plots / "confusion_matrix.png")
-    ev.plot_reliability(result["reliability"], plots / "reliability.png")
-    ev.plot_roc(y, prob, plots / "roc.png")
-    ev.plot_mistakes(ds.cache.images[ds.indices[split]], y, prob, ds.class_names,
-                     plots / "mistakes.png")
-    print(ev.format_report(result), flush=True)
-    return result, rows
