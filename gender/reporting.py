@@ -50,7 +50,8 @@ HEATMAP_Y = "model.dropout"
 #: Override prefixes that only make sense inside a sweep; dropped from the reproduce command.
 SWEEP_ONLY_PREFIXES = ("hydra.", "hydra/", "+hydra", "~hydra", "++hydra", "hparams_search=")
 
-STATUS_ORDER = {"completed": 0, "running": 1, "failed": 2}
+#: "unfinished": neither metrics.json nor failure.json yet (still running, or killed).
+STATUS_ORDER = {"completed": 0, "unfinished": 1, "failed": 2}
 RUN_COMMAND = "python -m gender.run"
 
 _MAX_SEARCH_DEPTH = 3
@@ -195,7 +196,7 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def read_job(job_dir: Path) -> JobRecord:
-    """Read one job directory; a job with neither metrics.json nor failure.json is 'running'."""
+    """Read one job directory; one with neither metrics.json nor failure.json is 'unfinished'."""
     overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     metrics = _read_json(job_dir / "metrics.json")
@@ -207,7 +208,7 @@ def read_job(job_dir: Path) -> JobRecord:
     elif failure is not None or metrics is not None:
         status, source = "failed", (failure or metrics or {})
     else:
-        status, source = "running", {}
+        status, source = "unfinished", {}
 
     job = JobRecord(
         num=_job_num(job_dir),

@@ -125,7 +125,7 @@ def test_grid_sweep_table_order_failed_row_and_files(tmp_path: Path) -> None:
     doc = json.loads((sweep / "summary.json").read_text())
     assert doc["best"]["job"] == best and doc["status_counts"] == {
         "completed": 5,
-        "running": 0,
+        "unfinished": 0,
         "failed": 1,
     }
 
@@ -156,7 +156,7 @@ def test_heatmap_is_a_grid_for_a_grid_and_a_scatter_otherwise(tmp_path: Path) ->
     assert "0.72" in (optuna / "summary.md").read_text()
 
 
-def test_running_job_and_values_taken_from_composed_config(tmp_path: Path) -> None:
+def test_unfinished_job_and_values_taken_from_composed_config(tmp_path: Path) -> None:
     sweep = tmp_path / "s"
     make_job(sweep, 0, ["trainer.epochs=2"], val=0.8)
     make_job(sweep, 1, ["trainer.epochs=3"], val=0.9)
@@ -164,7 +164,7 @@ def test_running_job_and_values_taken_from_composed_config(tmp_path: Path) -> No
     (running / "metrics.json").unlink()
     summary = reporting.summarize(sweep)
     assert [j.num for j in summary.jobs] == [1, 0, 2]
-    assert summary.jobs[-1].status == "running" and summary.jobs[-1].epochs_run == 3
+    assert summary.jobs[-1].status == "unfinished" and summary.jobs[-1].epochs_run == 3
     assert summary.jobs[0].params["optimizer.lr"] == 0.001  # from .hydra/config.yaml
     assert summary.best_command == "python -m gender.run trainer.epochs=3"
 

@@ -187,7 +187,11 @@ def test_optuna_parses_the_search_space() -> None:
 def test_launcher_presets_compose() -> None:
     parallel = compose_hydra("hydra/launcher=parallel").hydra
     assert parallel.launcher._target_.endswith("JoblibLauncher") and parallel.launcher.n_jobs == 2
-    assert parallel.job.env_set == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
+    assert parallel.job.env_set == {
+        "TF_NUM_INTRAOP_THREADS": "1",
+        "TF_NUM_INTEROP_THREADS": "2",
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+    }
     four = compose_hydra(
         "hydra/launcher=parallel",
         "hydra.launcher.n_jobs=4",
