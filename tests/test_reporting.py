@@ -111,6 +111,7 @@ def test_grid_sweep_table_order_failed_row_and_files(tmp_path: Path) -> None:
     for png in ("heatmap.png", "learning_curves.png"):
         assert (sweep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(sweep.glob(".*.tmp")), "temporary files left behind"
+    assert (sweep / "summary.md").stat().st_mode & 0o777 == 0o644
 
     best = expected[0]
     lr, d = GRID[best]
