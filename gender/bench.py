@@ -79,10 +79,14 @@ def images_in(sizes: Sequence[int], start: int, count: int) -> int:
 def _step_timer():
     """A Keras callback recording when each train/predict batch ends.
 
-    Keras turns the step's logs into Python numbers before calling a callback that is not async
-    safe (this one), so a recorded time is after the step has really finished, on GPUs too.
+    Keras turns a train step's logs into Python numbers before calling a callback that is not
+    async safe (this one); predict outputs stay tensors, so they are fetched here. Either way a
+    recorded time is after the step has really finished, on GPUs too.
     """
     import keras
+
+    def fetch(value):
+        return keras.ops.convert_to_numpy(value) if hasattr(value, "shape") else value
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -93,6 +97,7 @@ def _step_timer():
             self.times.append(time.perf_counter())
 
         def on_predict_batch_end(self, batch, logs=None):
+            keras.tree.map_structure(fetch, dict(logs or {}))
             self.times.append(time.perf_counter())
 
     return StepTimer()
