@@ -6,13 +6,15 @@ the process that launches a sweep, and the only logic here is turning failures i
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from gender import PROJECT_ROOT
 from gender.errors import UserError
 from gender.io import write_json
 from gender.training import train
@@ -60,5 +62,54 @@ def main(cfg: DictConfig) -> float:
         raise
 
 
-if __name__ == "__main__":
+def precheck(overrides: list[str]) -> None:
+    """Compose and validate a single run's config before Hydra starts, so that a mistake (an unknown
+    option or key, a bad value) is one line naming the key and what is allowed, with no run dir."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    from gender.config import validate
+
+    def composed(ovs: list[str]):
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=ovs)
+
+    try:
+        validate(composed(overrides))
+    except MissingConfigException as e:
+        group = (e.missing_cfg_file or "?").rsplit("/", 1)
+        allowed = ", ".join(e.options or [])
+        raise UserError(f"{group[0]}={group[-1]} is not an option; allowed: {allowed}") from None
+    except ConfigCompositionException as e:
+        match = re.search(r"override '([^']+)'", str(e))
+        if not match:
+            raise UserError(" ".join(str(e).split())) from None
+        key = match.group(1)
+        rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+        try:
+            base = composed(rest)
+        except Exception:  # noqa: BLE001 - the listing is a courtesy
+            base = None
+        parent = key.rpartition(".")[0]
+        while parent and OmegaConf.select(base, parent) is None:  # the first level that exists
+            parent = parent.rpartition(".")[0]
+        node = OmegaConf.select(base, parent) if parent else base
+        allowed = ", ".join(str(k) for k in node) if node is not None else "?"
+        raise UserError(f"{key} is not a config key; keys in {parent or 'the config'}: {allowed}") \
+            from None
+
+
+def cli() -> None:
+    """The console entrypoint: precheck single runs, then hand over to Hydra."""
+    args = sys.argv[1:]
+    if not any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: Hydra's own business
+        try:
+            precheck(args)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -72,3 +72,69 @@ def test_resume_refuses_a_finished_run(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     proc = run_cli("gender.resume", str(tmp_path))
     assert proc.returncode != 0 and "already finished" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=0", "optimizer.lr=0 is invalid: must be a number > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid"),
+        ("model.dropout=1.0", "model.dropout=1.0 is invalid: must be in [0, 1)"),
+        ("model.dropout=-0.2", "model.dropout=-0.2 is invalid"),
+        ("data.image_size=0", "data.image_size=0 is invalid: must be a positive integer"),
+        ("data.batch_size=-4", "data.batch_size=-4 is invalid: must be a positive integer"),
+        ("data.split.test=0.3", "ratios must sum to 1"),
+        ("data.split={train:0.9,val:0,test:0.1}", "data.split.val=0.0 is invalid: the val split must not"),
+        ("optimizer=adamm", "optimizer=adamm is not an option; allowed: adam, adamw, sgd"),
+        ("model=resnet9000", "model=resnet9000 is not an option; allowed: rescnn, seed_cnn"),
+        ("optimizer.learning_rate=0.1", "optimizer.learning_rate is not a config key; keys in optimizer:"),
+        ("augmentation.placement=gpu", "allowed values are pipeline, model"),
+        ("data.classes.male=[nobody]", "data.classes.male: folder 'nobody' not found"),
+    ],
+)
+def test_config_mistakes_exit_with_one_line(tmp_path, override, expected):
+    proc = run_cli("gender.run", "debug=tiny", "logger=none", f"paths.cache_dir={tmp_path}", override,
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
+    """Corrupt JPEG, truncated PNG, zero-byte file, text named .jpg, oversized image, .DS_Store and a
+    duplicate filed under both classes: the run trains on the rest and lists every one."""
+    import numpy as np
+    from conftest import make_images
+    from PIL import Image
+
+    root = make_images(tmp_path / "faces", {"male": 20, "female": 20})
+    jpeg = root / "male" / "corrupt.jpg"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(jpeg)
+    raw = bytearray(jpeg.read_bytes())
+    raw[200:400] = b"\xff" * 200
+    jpeg.write_bytes(bytes(raw[: len(raw) // 2]))
+    png = (root / "female" / "0001.png").read_bytes()
+    (root / "female" / "truncated.png").write_bytes(png[: len(png) // 2])
+    (root / "male" / "empty.jpg").write_bytes(b"")
+    (root / "female" / "text.jpg").write_text("hello, not an image")
+    Image.new("RGB", (300, 300)).save(root / "male" / "huge.png")
+    (root / "male" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "female" / "conflict.png").write_bytes((root / "male" / "0003.png").read_bytes())
+    run_dir = tmp_path / "run"
+    proc = run_cli("gender.run", "data=folder", f"data.root={root}", "data.image_size=32",
+                   "data.max_pixels=40000", "trainer.epochs=1", "trainer.verbose=0", "logger=none",
+                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(run_dir / "skipped_files.csv") as f:
+        rows = list(csv.DictReader(f))
+    skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in rows}
+    assert set(skipped) == {"corrupt.jpg", "truncated.png", "empty.jpg", "text.jpg", "huge.png",
+                            "conflict.png", "0003.png"}
+    assert skipped["huge.png"].startswith("too large") and skipped["empty.jpg"].startswith("empty")
+    assert "conflicting label" in skipped["conflict.png"]
+    summary = [line for line in proc.stdout.splitlines() if line.startswith("data:")]
+    assert len(summary) == 1 and "1 hidden files ignored" in summary[0]
+    with open(run_dir / "split.csv") as f:
+        used = {row["path"] for row in csv.DictReader(f)}
+    assert not used & {row["path"] for row in rows} and len(used) == 40 - 1  # male/0003.png conflicts
