@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gender.errors import UserError
 from gender.io import write_json
+from gender.training import compile_model
 
 log = logging.getLogger(__name__)
 
@@ -133,24 +134,6 @@ def timed_predict(model, ds, sizes: Sequence[int], steps: int, warmup: int) -> f
     timer = _step_timer()
     model.predict(ds, steps=warmup + steps, verbose=0, callbacks=[timer])
     return _rate(timer.times, sizes, steps, warmup)
-
-
-def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmentation=None):
-    """Build and compile the configured model exactly as ``training.train`` does."""
-    import keras
-
-    from gender.model import build_model
-    from gender.optimizer import build_optimizer
-
-    t = cfg.trainer
-    model = build_model(cfg.model, image_size, augmentation=augmentation)
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, int(t.epochs)),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=float(t.label_smoothing)),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
-        jit_compile=bool(t.jit_compile),
-    )
-    return model
 
 
 def seed_class_folders(data_cfg: Any, root: Path) -> list[str]:

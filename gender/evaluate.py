@@ -116,7 +116,15 @@ def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
     """Probability of class index 1 for a batch of raw [0, 255] RGB images."""
     if len(images) == 0:
         return np.zeros(0, dtype=np.float64)
-    out = np.asarray(model.predict_on_batch(np.asarray(images, dtype=np.float32)), dtype=np.float64)
+    x = np.asarray(images, dtype=np.float32)
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # predict_on_batch under a multi-replica strategy returns one copy of the batch per
+        # replica (Keras 3); predict splits the batch across the replicas correctly
+        out = model.predict(x, batch_size=len(x), verbose=0)
+    else:
+        out = model.predict_on_batch(x)
+    out = np.asarray(out, dtype=np.float64)
     prob = out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(len(images))
     if not np.isfinite(prob).all():
         raise UserError("the model produced non-finite outputs (NaN/inf); the weights are broken")

@@ -28,6 +28,15 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
     import keras
     import tensorflow as tf
 
+    logical_cpus = int(trainer_cfg.get("logical_cpus") or 1)
+    if logical_cpus > 1:  # several CPU replicas: runs strategy=mirrored code paths without GPUs
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpus)])
+        except RuntimeError:  # a second job in the same process: TF is already running
+            log.warning("trainer.logical_cpus=%d ignored: TensorFlow already initialised in this "
+                        "process", logical_cpus)
     for name, setter, getter in (
         ("intra_op_threads", tf.config.threading.set_intra_op_parallelism_threads,
          tf.config.threading.get_intra_op_parallelism_threads),
@@ -93,8 +102,10 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
         """Adds the current learning rate to the epoch logs (Keras 3 does not)."""
 
         def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:  # the property evaluates a schedule at the current step
-                logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+            if logs is not None:  # the property evaluates a schedule at the current step; a
+                # MirroredVariable (trainer.strategy=mirrored) has no __float__: go through numpy
+                lr = self.model.optimizer.learning_rate
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
 
     class HistoryCSV(keras.callbacks.Callback):
         """Rewrites history.csv atomically each epoch; on resume it keeps the earlier epochs."""
@@ -127,6 +138,24 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     return callbacks
 
 
+def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmentation=None):
+    """Build and compile the configured model; training and the benchmark share this."""
+    import keras
+
+    from gender.model import build_model
+    from gender.optimizer import build_optimizer
+
+    t = cfg.trainer
+    model = build_model(cfg.model, image_size, augmentation=augmentation)
+    model.compile(
+        optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, int(t.epochs)),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=float(t.label_smoothing)),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        jit_compile=bool(t.jit_compile),
+    )
+    return model
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; write every output into ``cfg.paths.output_dir``."""
     from gender.config import validate
@@ -152,15 +181,12 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     configure_runtime(cfg.trainer, cfg.seed)
     import warnings
 
-    import keras
     import tensorflow as tf
 
     from gender import data as gdata
 
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     from gender.augmentation import build_augmentation
-    from gender.model import build_model
-    from gender.optimizer import build_optimizer
 
     ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir)
     print(ds.report.summary(), flush=True)
@@ -174,20 +200,14 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     placement = cfg.augmentation.get("placement", "pipeline")
     with strategy.scope():
         augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
-        model = build_model(cfg.model, ds.image_size,
-                            augmentation=augment if placement == "model" else None)
         train_ds = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None,
                                            parallel=not t.deterministic)
         if t.get("limit_batches"):
             train_ds = train_ds.take(int(t.limit_batches))
         steps = int(train_ds.cardinality().numpy())
         steps = steps if steps > 0 else int(np.ceil(len(ds.splits["train"]) / cfg.data.batch_size))
-        model.compile(
-            optimizer=build_optimizer(cfg.optimizer, steps, int(t.epochs)),
-            loss=keras.losses.BinaryCrossentropy(label_smoothing=float(t.label_smoothing)),
-            metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
-            jit_compile=bool(t.jit_compile),
-        )
+        model = compile_model(cfg, ds.image_size, steps,
+                              augmentation=augment if placement == "model" else None)
     val_ds = ds.val.prefetch(tf.data.AUTOTUNE)
     if t.get("limit_batches"):
         val_ds = val_ds.take(int(t.limit_batches))
