@@ -435,7 +435,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     groups = read_groups_csv(cfg.groups_csv, samples) if cfg.get("groups_csv") else None
     log.info("evaluating %s on %d images from %s at %dpx", resolve_model_path(cfg.model_path),
              len(samples), described, size)
-    result = evaluate_model(
+    result, rows = evaluate_model_with_rows(
         model, samples, class_names, size, out, int(cfg.batch_size), groups=groups,
         threshold=float(cfg.threshold), mistakes=int(cfg.mistakes),
     )
@@ -450,6 +450,11 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         **result,
     }
     write_json(metrics, out / "metrics.json")
+    from gender.tracking import Tracker
+
+    with Tracker.start(cfg, out, job_type="evaluate") as tracker:  # a W&B run of job_type evaluate
+        tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
+        tracker.log_evaluation(result, rows, class_names)
     print(ev.format_report(result))
     print(f"outputs: {out}")
     return metrics
