@@ -20,7 +20,7 @@ from gender.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEYS = ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate")
+HISTORY_KEYS = ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate", "elapsed_seconds")
 
 
 def configure_runtime(trainer_cfg: Any, seed: int) -> None:
@@ -114,8 +114,14 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
             super().__init__()
             self.rows = previous
 
+        def on_train_begin(self, logs=None):
+            # training seconds so far (time-to-accuracy); a resumed run continues the count
+            self.offset = float(previous[-1].get("elapsed_seconds") or 0) if previous else 0.0
+            self.started = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
+            logs = dict(logs or {})
+            logs["elapsed_seconds"] = self.offset + time.perf_counter() - self.started
             row = {"epoch": str(epoch + 1), **{k: f"{float(logs[k]):.6g}" for k in HISTORY_KEYS
                                               if k in logs}}
             self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]

@@ -21,8 +21,9 @@ DETERMINISTIC = ["debug=tiny", "logger=none", "trainer.deterministic=true", "tra
 
 
 def history(run_dir):
+    """Per-epoch metrics, without the wall-clock column (the only one allowed to differ)."""
     with open(run_dir / "history.csv") as f:
-        return [{k: v for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if k != "elapsed_seconds"} for row in csv.DictReader(f)]
 
 
 def comparable(metrics):
