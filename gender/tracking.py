@@ -166,6 +166,12 @@ class Tracker:
             log.warning("W&B Keras callback unavailable: %s", _one_line(exc))
             return []
 
+    def log_config(self, extra: Mapping[str, Any]) -> None:
+        """Add keys to the run's config (e.g. library versions and git commit, for reproduction)."""
+        if not self.enabled:
+            return
+        self._guard(lambda: self._run.config.update(redact_secrets(dict(extra)), allow_val_change=True))
+
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         """Final metrics into ``run.summary``, nested keys flattened with ``/``."""
         if not self.enabled:

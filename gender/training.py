@@ -175,10 +175,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"{run_dir} already holds a finished run (metrics.json); "
                         "a finished run is never overwritten: choose another hydra.run.dir")
     (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
-    write_json(environment(int(cfg.seed)), run_dir / "environment.json")
+    env = environment(int(cfg.seed))
+    write_json(env, run_dir / "environment.json")
     from gender.tracking import Tracker
 
     with Tracker.start(cfg, run_dir, job_type="train") as tracker:
+        tracker.log_config({"environment": env})
         return _train(cfg, run_dir, tracker)
 
 

@@ -348,3 +348,29 @@ def test_config_helpers():
                                                     "x": 1, "tokenizer": "t"}
     assert flatten({"test": {"accuracy": np.float32(0.5), "ci": [0.1, 0.9]}, "nan": float("nan")}) \
         == {"test/accuracy": 0.5, "test/ci": [0.1, 0.9], "nan": None}
+
+
+def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
+    """The whole job through ``python -m gender.run``: what W&B wrote, read back with its own reader."""
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    proc = run_cli("gender.run", "debug=tiny", "trainer.epochs=3", "optimizer.lr=0.002",
+                   "model.dropout=0.3", "logger.mode=offline", f"paths.cache_dir={tmp_path / 'cache'}",
+                   f"hydra.run.dir={run_dir}", env={"HOME": str(wandb_home)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(run_dir)
+    summary, records = summary_of(run), records_of(run)
+    config = summary["config"]
+    assert config["optimizer"]["lr"] == 0.002 and config["model"]["dropout"] == 0.3
+    assert config["environment"]["packages"]["tensorflow"]  # versions recorded for reproduction
+    epochs = [r["history"]["item"] for r in records
+              if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]]
+    assert len(epochs) == 3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    s = summary["summary"]
+    assert s["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert s["test/confusion_matrix_table"]["_type"] == "table-file"
+    assert s["test/predictions"]["nrows"] == metrics["test_images"]
+    assert any(r["artifact"]["type"] == "model" for r in records if r["type"] == "artifact")
+    assert summary["state"] == "finished"
