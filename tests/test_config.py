@@ -1,0 +1,73 @@
+"""Config composition: every option of every group composes, presets set what they promise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, compose_cfg
+from omegaconf import OmegaConf
+
+from gender import PROJECT_ROOT
+from gender.config import validate
+
+GROUPS = {
+    group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    for group in ("data", "data/split", "augmentation", "model", "optimizer", "trainer", "logger",
+                  "experiment", "hparams_search", "debug")
+}
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose_cfg(f"{group}={option}")
+    assert OmegaConf.select(cfg, group.replace("/", ".")) is not None or group in (
+        "experiment", "hparams_search", "debug")
+    validate(cfg)
+
+
+def test_defaults_are_the_seed_recipe_on_the_real_data_with_a_large_test_split():
+    cfg = compose_cfg()
+    assert cfg.data.name == "genderface" and list(cfg.data.classes) == ["male", "female"]
+    assert dict(cfg.data.classes) == {"male": ["man"], "female": ["woman"]}
+    assert cfg.data.image_size == 128 and cfg.data.batch_size == 32
+    assert dict(cfg.data.split) == {"train": 0.8, "val": 0.1, "test": 0.1}
+    assert cfg.model.name == "seed_cnn" and cfg.model.dropout == 0.4
+    assert cfg.optimizer.lr == 0.006 and cfg.optimizer._target_ == "keras.optimizers.Adam"
+    assert cfg.augmentation.flip == "horizontal" and cfg.augmentation.rotation == 0.1
+    assert cfg.augmentation.brightness == 0.1 and cfg.augmentation.zoom == 0.0
+    assert cfg.data.root == str(PROJECT_ROOT / "data" / "genderface")
+
+
+def test_experiment_seed_is_the_seed_project():
+    cfg = compose_cfg("experiment=seed")
+    assert dict(cfg.data.split) == {"train": 0.8, "val": 0.199, "test": 0.001}
+    assert (cfg.model.name, cfg.model.dropout, cfg.optimizer.lr) == ("seed_cnn", 0.4, 0.006)
+    assert (cfg.data.image_size, cfg.data.batch_size) == (128, 32)
+
+
+def test_experiment_best_changes_several_groups():
+    cfg = compose_cfg("experiment=best")
+    assert cfg.model.name == "rescnn" and cfg.optimizer._target_ == "keras.optimizers.AdamW"
+    assert cfg.optimizer.schedule == "cosine" and cfg.trainer.label_smoothing > 0
+    assert cfg.augmentation.zoom > 0 and cfg.augmentation.blur > 0
+
+
+def test_data_dir_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENDER_DATA_DIR", str(tmp_path))
+    assert compose_cfg().data.root == f"{tmp_path}/genderface"
+
+
+def test_synthetic_root_is_keyed_by_its_settings():
+    a = compose_cfg("data=synthetic")
+    b = compose_cfg("data=synthetic", "data.synthetic.n_per_class=10")
+    assert a.data.root != b.data.root and a.data.root.startswith(a.paths.cache_dir)
+
+
+def test_cli_shows_the_composed_config_without_tensorflow():
+    from conftest import run_cli
+
+    proc = run_cli("gender.run", "--cfg", "job", "optimizer=sgd", "optimizer.lr=0.02")
+    assert proc.returncode == 0, proc.stderr
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.optimizer._target_ == "keras.optimizers.SGD" and cfg.optimizer.lr == 0.02
