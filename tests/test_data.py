@@ -175,3 +175,18 @@ def test_tf_dataset_batches_uint8_images_with_labels(tmp_path):
     xs, ys = zip(*[(b[0].numpy(), b[1].numpy()) for b in ds.train], strict=True)
     xs, ys = np.concatenate(xs), np.concatenate(ys)
     assert xs[ys == 1].mean() > xs[ys == 0].mean() + 20
+
+
+def test_cache_larger_than_memory_is_read_from_disk(tmp_path):
+    """``data.cache_in_memory=false`` (what ``auto`` picks when the cache would not fit): batches are
+    gathered from the memory-mapped file on disk, with the same pixels."""
+    root = make_images(tmp_path / "d", {"man": 10, "woman": 10})
+    on_disk = gdata.prepare(data_cfg(root, tmp_path, "data.cache_in_memory=false").data, 0,
+                            tmp_path / "cache")
+    in_memory = gdata.prepare(data_cfg(root, tmp_path, "data.cache_in_memory=true").data, 0,
+                              tmp_path / "cache")
+    assert isinstance(on_disk.cache.images, np.memmap)
+    assert not isinstance(in_memory.cache.images, np.memmap)
+    a = np.concatenate([x.numpy() for x, _ in on_disk.val])
+    b = np.concatenate([x.numpy() for x, _ in in_memory.val])
+    assert np.array_equal(a, b)
