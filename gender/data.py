@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from gender.errors import UserError
 from gender.io import atomic_path, write_csv, write_json
@@ -169,12 +169,12 @@ def discover(
 
 
 # ------------------------------------------------------------------------------- decoding
-def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """Decode any PIL-readable image to uint8 RGB (size, size, 3); raise ValueError on bad files.
+def open_rgb(path: str | os.PathLike, draft: int | None = None,
+             max_pixels: int | None = None) -> Image.Image:
+    """Decode any PIL-readable image to an RGB PIL image; raise ValueError on bad files.
 
     Grayscale and palette images become RGB, transparency is composited on white, EXIF rotation
-    is applied. Training, evaluation and prediction all use this one function, so a model sees the
-    same pixels everywhere.
+    is applied. ``draft`` lets JPEG decode at a reduced scale (at least that many pixels a side).
     """
     path = Path(path)
     if path.stat().st_size == 0:
@@ -183,17 +183,14 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None
         with Image.open(path) as im:
             if max_pixels and im.width * im.height > max_pixels:
                 raise ValueError(f"too large: {im.width}x{im.height} pixels exceeds data.max_pixels")
-            im.draft("RGB", (size, size))  # JPEG: decode at reduced scale, much faster
+            if draft:
+                im.draft("RGB", (draft, draft))
             im.load()
-            from PIL import ImageOps
-
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, rgba)
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            return im.convert("RGB")
     except ValueError:
         raise
     except UnidentifiedImageError:
@@ -202,6 +199,16 @@ def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None
         raise ValueError(f"too large: {e}") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"corrupt: {str(e).splitlines()[0][:120]}") from None
+
+
+def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """uint8 RGB (size, size, 3) of any image file; raise ValueError on bad files.
+
+    Training, evaluation and prediction all use this one function, so a model sees the same
+    pixels everywhere.
+    """
+    im = open_rgb(path, draft=size, max_pixels=max_pixels)
+    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
 
 
 def _file_digest(path: str) -> str:

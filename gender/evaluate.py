@@ -270,31 +270,9 @@ def evaluate_model_with_rows(
     return result, rows
 
 
-def evaluate_model(
-    model: Any,
-    samples: Sequence[Sample],
-    class_names: Sequence[str],
-    image_size: int,
-    out_dir: str | os.PathLike[str],
-    batch_size: int = 64,
-    *,
-    images: np.ndarray | None = None,
-    groups: Sequence[str] | None = None,
-    threshold: float = 0.5,
-    predictions_name: str = "predictions.csv",
-    plots_dir: str = "plots",
-    mistakes: int = 16,
-) -> dict[str, Any]:
-    """Score a model on samples: ``evaluate_model_with_rows`` without the rows.
-
-    This is the one code path for evaluation; training can call it for its test split (with
-    ``images`` from its decoded cache and ``predictions_name="predictions_test.csv"``).
-    """
-    return evaluate_model_with_rows(
-        model, samples, class_names, image_size, out_dir, batch_size, images=images,
-        groups=groups, threshold=threshold, predictions_name=predictions_name,
-        plots_dir=plots_dir, mistakes=mistakes,
-    )[0]
+def evaluate_model(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Score a model on samples: ``evaluate_model_with_rows`` (same arguments) without the rows."""
+    return evaluate_model_with_rows(*args, **kwargs)[0]
 
 
 # ------------------------------------------------------------------------------- the CLI

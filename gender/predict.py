@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from gender.data import load_image
+from gender.data import load_image, open_rgb
 from gender.errors import UserError
 from gender.evaluate import (
     decode_batches,
@@ -173,31 +173,6 @@ def square_crop_box(
     return left, top, left + side, top + side
 
 
-def open_rgb(path: str | os.PathLike[str], draft: int = 2048) -> Any:
-    """Full-resolution RGB PIL image, converted like ``data.load_image`` (EXIF rotation,
-    transparency on white); raises ValueError for unreadable files."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise ValueError("empty: zero-byte file")
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (draft, draft))  # JPEG: skip decoding far more pixels than needed
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            return im.convert("RGB")
-    except UnidentifiedImageError:
-        raise ValueError("not an image: unidentified or unsupported format") from None
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"too large: {e}") from None
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"corrupt: {str(e).splitlines()[0][:120]}") from None
-
-
 def prepare_image(
     path: str, size: int, face_crop: bool = False, face_margin: float = 0.2,
     no_face: str = "whole",
@@ -207,7 +182,7 @@ def prepare_image(
         return load_image(path, size), STATUS_OK
     from PIL import Image
 
-    im = open_rgb(path)
+    im = open_rgb(path, draft=2048)
     face = detect_face(np.asarray(im))
     if face is None:
         if no_face == "skip":
