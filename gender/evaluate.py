@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ import numpy as np
 
 from gender import evaluation as ev
 from gender.data import Sample, discover, load_image, read_manifest, resolve_root
-from gender.errors import UserError
+from gender.errors import UserError, reported_as_one_line
 from gender.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -444,16 +443,12 @@ def _main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
     def task(cfg: Any) -> float:
-        try:
+        with reported_as_one_line():
             require_model_path(cfg, "python -m gender.evaluate model_path=outputs/runs/DATE/TIME")
             return run_evaluation(cfg, HydraConfig.get().runtime.output_dir)["accuracy"]
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(UserError.exit_code) from None
 
     task()
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _main()

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from gender.data import load_image, open_rgb
-from gender.errors import UserError
+from gender.errors import UserError, reported_as_one_line
 from gender.evaluate import (
     decode_batches,
     load_model,
@@ -331,16 +331,12 @@ def _main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
     def task(cfg: Any) -> None:
-        try:
+        with reported_as_one_line():
             require_model_path(cfg, "python -m gender.predict model_path=outputs/runs/DATE/TIME photo.jpg")
             run_predict(cfg, HydraConfig.get().runtime.output_dir, positional)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(UserError.exit_code) from None
 
     task()
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _main()

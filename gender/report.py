@@ -11,17 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gender.reporting import NoJobsError, format_table, summarize, table_rows
-
-_TERMINAL_COLUMNS = (
-    "rank",
-    "job",
-    "status",
-    "val_accuracy",
-    "test_accuracy",
-    "epochs_run",
-    "wall_seconds",
-)
+from gender.reporting import TERMINAL_COLUMNS, NoJobsError, format_table, summarize, table_rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    columns = [*_TERMINAL_COLUMNS, *summary.swept_keys, "error"]
+    columns = [*TERMINAL_COLUMNS, *summary.swept_keys, "error"]
     print(format_table(table_rows(summary.jobs, summary.swept_keys), columns))
     print()
     if summary.best is not None:

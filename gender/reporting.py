@@ -34,6 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+#: The columns every summary shows first (the terminal table of ``gender.report`` stops here).
+TERMINAL_COLUMNS = ("rank", "job", "status", "val_accuracy", "test_accuracy", "epochs_run", "wall_seconds")
+
 #: Files written into the sweep directory.
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -722,13 +725,7 @@ def build_summary(sweep_dir: Path) -> SweepSummary:
     )
     rows = table_rows(jobs, keys)
     columns = [
-        "rank",
-        "job",
-        "status",
-        "val_accuracy",
-        "test_accuracy",
-        "epochs_run",
-        "wall_seconds",
+        *TERMINAL_COLUMNS,
         *keys,
         "overrides",
         "error",
