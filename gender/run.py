@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gender import PROJECT_ROOT
-from gender.errors import UserError
+from gender.errors import UserError, reported_as_one_line
 from gender.io import write_json
 from gender.training import train
 
@@ -103,11 +103,8 @@ def cli() -> None:
     """The console entrypoint: precheck single runs, then hand over to Hydra."""
     args = sys.argv[1:]
     if not any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: Hydra's own business
-        try:
+        with reported_as_one_line():
             precheck(args)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(e.exit_code)
     main()
 
 
