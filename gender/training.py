@@ -50,8 +50,13 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
             except RuntimeError:  # a second job in the same process: TF is already running
                 log.warning("trainer.%s=%s ignored: TensorFlow already initialised in this process",
                             name, value)
+    from tensorflow.python.framework import config as tf_config
+
     if trainer_cfg.get("deterministic"):
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
+        tf_config.disable_op_determinism()
     keras.mixed_precision.set_global_policy(
         "mixed_float16" if trainer_cfg.get("mixed_precision") else "float32"
     )
@@ -189,6 +194,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     configure_runtime(cfg.trainer, cfg.seed)
     import warnings
 
+    import keras
     import tensorflow as tf
 
     from gender import data as gdata
@@ -268,6 +274,12 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 2),
         "seconds_per_epoch": round(fit_seconds / max(1, epochs_run), 2),
         "parameters": int(model.count_params()),
+        "runtime": {  # what actually ran: Keras may fall back from XLA, strategies pick devices
+            "jit_compile": bool(model.jit_compile),
+            "dtype_policy": keras.mixed_precision.global_policy().name,
+            "replicas": int(strategy.num_replicas_in_sync),
+            "deterministic": bool(t.deterministic),
+        },
         "split_sizes": {k: len(v) for k, v in ds.splits.items()},
         "overrides": _overrides(),
         "params": {"optimizer.lr": float(cfg.optimizer.lr),
