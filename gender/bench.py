@@ -35,7 +35,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gender.errors import UserError
+from gender.errors import UserError, reported_as_one_line
 from gender.io import write_json
 from gender.training import compile_model
 
@@ -393,11 +393,8 @@ def format_table(r: dict[str, Any], out_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint: errors the user can fix are one line on stderr, exit code 2."""
-    try:
+    with reported_as_one_line():
         run_bench(cfg, cfg.paths.output_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(UserError.exit_code) from None
 
 
 if __name__ == "__main__":
