@@ -146,7 +146,19 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
             mode="max" if "acc" in t.early_stopping.monitor else "min",
         ))
     callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / "backup")))
+
+    class FitComplete(keras.callbacks.Callback):
+        """Marks a finished fit, so a run that dies later (evaluation) resumes without retraining."""
+
+        def on_train_end(self, logs=None):
+            write_json({"epochs": len(_history_rows(history_path))}, fit_marker(run_dir))
+
+    callbacks.append(FitComplete())
     return callbacks
+
+
+def fit_marker(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "fit_complete.json"
 
 
 def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmentation=None):
@@ -229,15 +241,20 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
                      if "seed_generator_state" in v.path]
     callbacks = make_callbacks(cfg, run_dir, ds.epoch, random_states) + tracker.keras_callbacks()
     fit_started = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
-              verbose=int(t.verbose))
-    fit_seconds = time.perf_counter() - fit_started
-
+    refit = not fit_marker(run_dir).exists()
+    if refit:
+        model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
+                  verbose=int(t.verbose))
+    else:
+        log.info("training already finished in %s: evaluating its best epoch only", run_dir)
     history = _history_rows(run_dir / "history.csv")
     if not history:
         from gender.errors import UserError
 
         raise UserError("training ran no epoch (trainer.epochs must be >= 1)")
+    # training seconds across resumes come from the history; None if the fit predates that column
+    elapsed = history[-1].get("elapsed_seconds")
+    fit_seconds = float(elapsed) if elapsed else (time.perf_counter() - fit_started if refit else None)
     best = max(history, key=lambda r: float(r["val_accuracy"])) if t.checkpoint.restore_best \
         else history[-1]
     best_weights = run_dir / "checkpoints" / "best.weights.h5"
@@ -271,8 +288,8 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         "test_images": result.get("n", 0),
         "epochs_run": epochs_run,
         "wall_seconds": round(time.perf_counter() - started, 2),
-        "fit_seconds": round(fit_seconds, 2),
-        "seconds_per_epoch": round(fit_seconds / max(1, epochs_run), 2),
+        "fit_seconds": None if fit_seconds is None else round(fit_seconds, 2),
+        "seconds_per_epoch": None if fit_seconds is None else round(fit_seconds / max(1, epochs_run), 2),
         "parameters": int(model.count_params()),
         "runtime": {  # what actually ran: Keras may fall back from XLA, strategies pick devices
             "jit_compile": bool(model.jit_compile),
@@ -354,7 +371,7 @@ def format_metrics(m: dict[str, Any], run_dir: Path) -> str:
         "=" * 60,
         f"run         {run_dir}",
         f"epochs      {m['epochs_run']} (best {m['best_epoch']}), "
-        f"{m['seconds_per_epoch']:.1f} s/epoch, {m['wall_seconds']:.0f} s total",
+        f"{m['seconds_per_epoch'] or float('nan'):.1f} s/epoch, {m['wall_seconds']:.0f} s total",
         f"train acc   {pct(m['train_accuracy'])}   loss {m['train_loss']:.4f}",
         f"val acc     {pct(m['val_accuracy'])}   loss {m['val_loss']:.4f}",
         f"test acc    {pct(m['test_accuracy'])}   95% CI [{pct(ci[0])}, {pct(ci[1])}]  "

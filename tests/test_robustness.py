@@ -139,3 +139,17 @@ def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
     with open(run_dir / "split.csv") as f:
         used = {row["path"] for row in csv.DictReader(f)}
     assert not used & {row["path"] for row in rows} and len(used) == 40 - 1  # male/0003.png conflicts
+
+
+def test_run_that_died_after_training_resumes_without_retraining(tmp_path):
+    """A crash during evaluation must not cost the training: resume evaluates the saved best epoch."""
+    run_dir = tmp_path / "run"
+    args = ("debug=tiny", "logger=none", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert run_cli("gender.run", *args, f"hydra.run.dir={run_dir}").returncode == 0
+    before = history(run_dir)
+    (run_dir / "metrics.json").unlink()  # as if the process died right after fitting
+    proc = run_cli("gender.resume", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "evaluating its best epoch only" in proc.stdout + proc.stderr
+    assert history(run_dir) == before
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == len(before)
