@@ -81,3 +81,33 @@ def _fresh_hydra_state():
 
     HydraConfig.instance().cfg = None
     GlobalHydra.instance().clear()
+
+
+def save_tiny_model(path: Path) -> Path:
+    """Raw pixels -> Rescaling -> channel means -> sigmoid(8 * (red - blue)): red means female.
+
+    Fixed weights instead of training keep the expected predictions exact and the test fast.
+    """
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved ``.keras`` model whose predictions are known exactly (red means female)."""
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.keras")
+
+
+@pytest.fixture(scope="module")
+def model(model_file: Path):
+    from gender.evaluate import load_model
+
+    return load_model(model_file)

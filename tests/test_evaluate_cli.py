@@ -21,39 +21,12 @@ NAMES = ["male", "female"]
 RED, BLUE = (200, 60, 40), (40, 60, 200)
 
 
-def save_tiny_model(path: Path) -> Path:
-    """Raw pixels -> Rescaling -> channel means -> sigmoid(8 * (red - blue)): red means female.
-
-    Fixed weights instead of training keep the expected predictions exact and the test fast.
-    """
-    import keras
-
-    inputs = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    dense = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, dense(x))
-    dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
-    model.save(path)
-    return path
-
-
 def write_image(path: Path, color: tuple[int, int, int], size: int = 32, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     arr = np.clip(np.array(color) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr.astype(np.uint8)).save(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.keras")
-
-
-@pytest.fixture(scope="module")
-def model(model_file: Path):
-    return gev.load_model(model_file)
 
 
 @pytest.fixture

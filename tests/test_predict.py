@@ -18,20 +18,6 @@ NAMES = ["male", "female"]
 RED, BLUE = (200, 60, 40), (40, 60, 200)
 
 
-def save_tiny_model(path: Path) -> Path:
-    """Raw pixels -> Rescaling -> channel means -> sigmoid(8 * (red - blue)): red means female."""
-    import keras
-
-    inputs = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    dense = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, dense(x))
-    dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
-    model.save(path)
-    return path
-
-
 def draw_face_photo(size=(640, 480), center=(420, 220), r=80, bg=(70, 110, 150)) -> Image.Image:
     """A plain drawn face on a larger background; OpenCV's frontal Haar cascade finds it."""
     im = Image.new("RGB", size, bg)
@@ -58,16 +44,6 @@ def _has_cascade() -> bool:
 
 needs_cascade = pytest.mark.skipif(
     not _has_cascade(), reason="this OpenCV has no Haar cascade (OpenCV 5 removed it)")
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.keras")
-
-
-@pytest.fixture(scope="module")
-def model(model_file: Path):
-    return gev.load_model(model_file)
 
 
 @pytest.fixture
