@@ -92,7 +92,8 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     t = cfg.trainer
     history_path = run_dir / "history.csv"
     previous = _history_rows(history_path)
-    best_so_far = max((float(r["val_accuracy"]) for r in previous), default=None)
+    monitored = [float(r[t.checkpoint.monitor]) for r in previous if r.get(t.checkpoint.monitor)]
+    best_so_far = (max if "acc" in t.checkpoint.monitor else min)(monitored) if monitored else None
 
     class EpochSeeds(keras.callbacks.Callback):
         """Derive every random draw of epoch e from (seed, e) alone: shuffle order, augmentation and
@@ -133,19 +134,37 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
             write_csv(([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in self.rows),
                       ["epoch", *HISTORY_KEYS], history_path)
 
-    callbacks = [EpochSeeds(), LearningRateLogger(), HistoryCSV()]
-    callbacks.append(keras.callbacks.ModelCheckpoint(
-        str(run_dir / "checkpoints" / "best.weights.h5"), monitor=t.checkpoint.monitor,
-        mode="max" if "acc" in t.checkpoint.monitor else "min", save_best_only=True,
-        save_weights_only=True, initial_value_threshold=best_so_far,
-    ))
+    class BestWeights(keras.callbacks.Callback):
+        """Keeps the best epoch's weights (``trainer.checkpoint.monitor``), written atomically: a
+        process killed mid-write must not leave a corrupt checkpoint to resume from."""
+
+        def __init__(self, monitor: str, best: float | None):
+            super().__init__()
+            self.monitor, self.best = monitor, best
+            self.sign = 1.0 if "acc" in monitor else -1.0
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(self.monitor)
+            if value is None or (self.best is not None and self.sign * (value - self.best) <= 0):
+                return
+            self.best = float(value)
+            path = run_dir / "checkpoints" / "best.weights.h5"
+            with atomic_path(path) as tmp:
+                staged = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
+                self.model.save_weights(staged)
+                os.replace(staged, tmp)
+
+    callbacks = [EpochSeeds(), LearningRateLogger(), HistoryCSV(),
+                 BestWeights(t.checkpoint.monitor, best_so_far)]
     if t.early_stopping.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=t.early_stopping.monitor, patience=int(t.early_stopping.patience),
             min_delta=float(t.early_stopping.min_delta),
             mode="max" if "acc" in t.early_stopping.monitor else "min",
         ))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / "backup")))
+    # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / "backup"),
+                                                      double_checkpoint=True))
 
     class FitComplete(keras.callbacks.Callback):
         """Marks a finished fit, so a run that dies later (evaluation) resumes without retraining."""
