@@ -88,7 +88,7 @@ class ImageCache:
 
 # ----------------------------------------------------------------------------------- discovery
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.startswith("._") or name in {"Thumbs.db", "desktop.ini"}
+    return name.startswith(".") or name in {"Thumbs.db", "desktop.ini"}  # .DS_Store, ._* too
 
 
 def _list_files(folder: Path) -> tuple[list[Path], int]:
@@ -378,6 +378,7 @@ class Datasets:
     report: DataReport
     cache: ImageCache
     indices: dict[str, np.ndarray]
+    digests: dict[str, str]  # path -> SHA-1 of its bytes (duplicates, manifest)
     epoch: Any  # tf.Variable: the training epoch, which the shuffle order derives from
 
     def labels(self, split: str) -> np.ndarray:
@@ -441,7 +442,7 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     }
     return Datasets(**datasets, splits=splits, class_names=class_names,
                     image_size=int(data_cfg.image_size), report=report, cache=cache,
-                    indices=indices, epoch=epoch)
+                    indices=indices, digests=digests, epoch=epoch)
 
 
 def _drop_label_conflicts(

@@ -20,7 +20,9 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # the temp name ends with the real name, so writers that check suffixes (Keras' ``.keras`` and
+    # ``.weights.h5``) accept it as it is
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -92,8 +92,8 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     t = cfg.trainer
     history_path = run_dir / "history.csv"
     previous = _history_rows(history_path)
-    monitored = [float(r[t.checkpoint.monitor]) for r in previous if r.get(t.checkpoint.monitor)]
-    best_so_far = (max if "acc" in t.checkpoint.monitor else min)(monitored) if monitored else None
+    best_row = best_epoch(previous, t.checkpoint.monitor)
+    best_so_far = float(best_row[t.checkpoint.monitor]) if best_row else None
 
     class EpochSeeds(keras.callbacks.Callback):
         """Derive every random draw of epoch e from (seed, e) alone: shuffle order, augmentation and
@@ -141,18 +141,15 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
         def __init__(self, monitor: str, best: float | None):
             super().__init__()
             self.monitor, self.best = monitor, best
-            self.sign = 1.0 if "acc" in monitor else -1.0
+            self.sign = 1.0 if monitor_mode(monitor) == "max" else -1.0
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(self.monitor)
             if value is None or (self.best is not None and self.sign * (value - self.best) <= 0):
                 return
             self.best = float(value)
-            path = run_dir / "checkpoints" / "best.weights.h5"
-            with atomic_path(path) as tmp:
-                staged = tmp.with_name(tmp.name + ".weights.h5")  # Keras insists on the suffix
-                self.model.save_weights(staged)
-                os.replace(staged, tmp)
+            with atomic_path(run_dir / "checkpoints" / "best.weights.h5") as tmp:
+                self.model.save_weights(tmp)
 
     callbacks = [EpochSeeds(), LearningRateLogger(), HistoryCSV(),
                  BestWeights(t.checkpoint.monitor, best_so_far)]
@@ -160,7 +157,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=t.early_stopping.monitor, patience=int(t.early_stopping.patience),
             min_delta=float(t.early_stopping.min_delta),
-            mode="max" if "acc" in t.early_stopping.monitor else "min",
+            mode=monitor_mode(t.early_stopping.monitor),
         ))
     # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it
     callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / "backup"),
@@ -174,6 +171,20 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
 
     callbacks.append(FitComplete())
     return callbacks
+
+
+def monitor_mode(monitor: str) -> str:
+    """Accuracies are maximised, losses minimised."""
+    return "max" if "acc" in monitor else "min"
+
+
+def best_epoch(history: list[dict[str, str]], monitor: str) -> dict[str, str] | None:
+    """The history row of the best epoch by ``monitor``: the one ``BestWeights`` checkpointed."""
+    rows = [r for r in history if r.get(monitor)]
+    if not rows:
+        return None
+    pick = max if monitor_mode(monitor) == "max" else min
+    return pick(rows, key=lambda r: float(r[monitor]))
 
 
 def fit_marker(run_dir: Path) -> Path:
@@ -229,14 +240,14 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     import tensorflow as tf
 
     from gender import data as gdata
-
-    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     from gender.augmentation import build_augmentation
+
+    # Keras warns that fit's shuffle does not apply to a tf.data input: ours shuffles per epoch itself
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
     ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir)
     print(ds.report.summary(), flush=True)
-    gdata.write_manifest(ds.splits, ds.class_names, run_dir / "split.csv",
-                         dict(zip(ds.cache.paths, ds.cache.sha1, strict=True)))
+    gdata.write_manifest(ds.splits, ds.class_names, run_dir / "split.csv", ds.digests)
     gdata.write_data_report(ds.report, run_dir)
     log.info("split: %s", {k: len(v) for k, v in ds.splits.items()})
 
@@ -249,8 +260,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
                                            parallel=not t.deterministic)
         if t.get("limit_batches"):
             train_ds = train_ds.take(int(t.limit_batches))
-        steps = int(train_ds.cardinality().numpy())
-        steps = steps if steps > 0 else int(np.ceil(len(ds.splits["train"]) / cfg.data.batch_size))
+        steps = int(train_ds.cardinality().numpy())  # known: the dataset asserts its cardinality
         model = compile_model(cfg, ds.image_size, steps,
                               augmentation=augment if placement == "model" else None)
     val_ds = ds.val.prefetch(tf.data.AUTOTUNE)
@@ -274,14 +284,13 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     # training seconds across resumes come from the history; None if the fit predates that column
     elapsed = history[-1].get("elapsed_seconds")
     fit_seconds = float(elapsed) if elapsed else (time.perf_counter() - fit_started if refit else None)
-    best = max(history, key=lambda r: float(r["val_accuracy"])) if t.checkpoint.restore_best \
-        else history[-1]
+    best = (best_epoch(history, t.checkpoint.monitor) if t.checkpoint.restore_best else None) \
+        or history[-1]
     best_weights = run_dir / "checkpoints" / "best.weights.h5"
     if t.checkpoint.restore_best and best_weights.exists():
         model.load_weights(str(best_weights))
     with atomic_path(run_dir / "model.keras") as tmp:
-        model.save(tmp.with_suffix(".keras"))
-        os.replace(tmp.with_suffix(".keras"), tmp)
+        model.save(tmp)
 
     result, rows = {}, []
     if ds.splits["test"]:
