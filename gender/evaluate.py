@@ -73,6 +73,8 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     model_file = resolve_model_path(path)
     import keras
 
+    import gender.model  # noqa: F401 - registers MirrorImage, used by test-time-flip models
+
     try:
         model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     except Exception as e:  # keras raises ValueError/TypeError/OSError/zip errors alike

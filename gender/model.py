@@ -8,11 +8,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
+
+
+@keras.saving.register_keras_serializable(package="gender")
+class MirrorImage(keras.layers.Layer):
+    """Left-right mirror of an NHWC batch; a named layer (not a Lambda) so safe mode loads it."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+
+def with_test_time_flip(model):
+    """The same network predicting the mean of the image's and its mirror image's probability.
+
+    Faces are left-right symmetric in meaning, so averaging the two views cancels part of the
+    error for free at prediction time. The wrapper is what gets saved, so evaluate, predict and
+    anyone loading ``model.keras`` get the same predictions (import ``gender.model`` first, which
+    registers the mirror layer).
+    """
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    views = [model(inputs), model(MirrorImage(name="mirror")(inputs))]
+    prob = keras.layers.Average(name="prob_mean_of_mirrors", dtype="float32")(views)
+    return keras.Model(inputs, prob, name=f"{model.name}_flip_average")
+
 
 def build_model(model_cfg: Any, image_size: int, augmentation=None, dtype_policy: str | None = None):
     """Dispatch on ``model.name``; ``augmentation`` (a Keras layer) is prepended when given."""
-    import keras
-
     builders = {"seed_cnn": _seed_cnn, "rescnn": _rescnn}
     if model_cfg.name not in builders:
         from gender.errors import UserError
@@ -60,9 +82,12 @@ def _rescnn(c: Any, x):
         y = layers.BatchNormalization()(y)
         return layers.Activation("relu")(y)
 
-    x = layers.Conv2D(c.stem_filters, 3, strides=c.get("stem_stride", 2), padding="same",
-                      use_bias=False, kernel_regularizer=reg)(x)
-    x = bn_relu(x)
+    # A list of stem filters stacks strided convs: higher input resolution at the same stage cost.
+    stem = [c.stem_filters] if isinstance(c.stem_filters, int) else list(c.stem_filters)
+    for filters in stem:
+        x = layers.Conv2D(int(filters), 3, strides=c.get("stem_stride", 2), padding="same",
+                          use_bias=False, kernel_regularizer=reg)(x)
+        x = bn_relu(x)
     for stage, width in enumerate(c.widths):
         for block in range(c.blocks_per_stage):
             stride = 2 if block == 0 and stage > 0 else 1

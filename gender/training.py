@@ -289,6 +289,12 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     best_weights = run_dir / "checkpoints" / "best.weights.h5"
     if t.checkpoint.restore_best and best_weights.exists():
         model.load_weights(str(best_weights))
+    jit_compiled = bool(model.jit_compile)  # what ran: Keras may fall back from XLA
+    if cfg.model.get("test_time_flip"):
+        from gender.model import with_test_time_flip
+
+        with strategy.scope():
+            model = with_test_time_flip(model)
     with atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
 
@@ -320,7 +326,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         "seconds_per_epoch": None if fit_seconds is None else round(fit_seconds / max(1, epochs_run), 2),
         "parameters": int(model.count_params()),
         "runtime": {  # what actually ran: Keras may fall back from XLA, strategies pick devices
-            "jit_compile": bool(model.jit_compile),
+            "jit_compile": jit_compiled,
             "dtype_policy": keras.mixed_precision.global_policy().name,
             "replicas": int(strategy.num_replicas_in_sync),
             "deterministic": bool(t.deterministic),

@@ -81,3 +81,28 @@ def test_augmentation_inside_the_model_is_inactive_at_inference():
     model = build_model(compose_cfg("model=rescnn").model, 32, augmentation=aug)
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+
+
+def test_test_time_flip_model_averages_mirror_views_and_loads_in_safe_mode(tmp_path):
+    from gender.evaluate import load_model
+    from gender.model import with_test_time_flip
+
+    net = build_model(compose_cfg("model=rescnn", "model.widths=[8]", "model.stem_filters=8").model, 32)
+    wrapped = with_test_time_flip(net)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = (net.predict(x, verbose=0) + net.predict(x[:, :, ::-1], verbose=0)) / 2
+    wrapped.save(tmp_path / "tta.keras")
+    loaded = load_model(tmp_path / "tta.keras")
+    got = loaded.predict(x, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(x[:, :, ::-1], verbose=0), got, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(net.predict(x, verbose=0), net.predict(x[:, :, ::-1], verbose=0))
+
+
+def test_stem_filters_list_stacks_strided_convs():
+    cfg = compose_cfg("model=rescnn", "model.stem_filters=[8,16]", "model.widths=[16]")
+    model = build_model(cfg.model, 64)
+    stem = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:2]
+    assert [c.filters for c in stem] == [8, 16]
+    pool = next(la for la in model.layers if isinstance(la, keras.layers.GlobalAveragePooling2D))
+    assert tuple(pool.input.shape[1:3]) == (16, 16)  # 64 px halved by each of the two stem convs

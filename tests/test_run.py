@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import compose_cfg, make_images, run_cli
 
+from gender.evaluate import load_model
 from gender.training import train
 
 TINY = ["debug=tiny", "logger=none"]
@@ -50,10 +53,17 @@ def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     root = make_images(tmp_path / "faces", {"male": 16, "female": 16})
     cfg = compose_cfg("data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8",
                       "optimizer=sgd", "augmentation=none", "model=rescnn", "trainer.epochs=2",
-                      "trainer.verbose=0", "logger=none", tmp_path=tmp_path)
+                      "model.test_time_flip=true", "trainer.verbose=0", "logger=none",
+                      tmp_path=tmp_path)
     metrics = train(cfg)
     assert metrics["epochs_run"] == 2
     assert metrics["split_sizes"] == {"train": 26, "val": 4, "test": 2}  # 16 per class, stratified
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    # the saved model is the mirror-averaging wrapper: a mirrored image gets the same probability
+    model = load_model(Path(cfg.paths.output_dir) / "model.keras")
+    assert "mirror" in [layer.name for layer in model.layers]
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x[:, :, ::-1], verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
     with pytest.raises(Exception, match="never overwritten"):
         train(cfg)  # a finished run directory is never reused
