@@ -88,8 +88,15 @@ def _rescnn(c: Any, x):
         x = layers.Conv2D(int(filters), 3, strides=c.get("stem_stride", 2), padding="same",
                           use_bias=False, kernel_regularizer=reg)(x)
         x = bn_relu(x)
-    for stage, width in enumerate(c.widths):
-        for block in range(c.blocks_per_stage):
+    blocks = c.blocks_per_stage
+    blocks = [blocks] * len(c.widths) if isinstance(blocks, int) else list(blocks)
+    if len(blocks) != len(c.widths):
+        from gender.errors import UserError
+
+        raise UserError(f"model.blocks_per_stage={blocks} must be one integer or one per stage "
+                        f"of model.widths={list(c.widths)}")
+    for stage, (width, n_blocks) in enumerate(zip(c.widths, blocks, strict=True)):
+        for block in range(int(n_blocks)):
             stride = 2 if block == 0 and stage > 0 else 1
             shortcut = x
             y = conv(width, 3, strides=stride, padding="same", use_bias=False)(x)

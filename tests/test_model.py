@@ -106,3 +106,14 @@ def test_stem_filters_list_stacks_strided_convs():
     assert [c.filters for c in stem] == [8, 16]
     pool = next(la for la in model.layers if isinstance(la, keras.layers.GlobalAveragePooling2D))
     assert tuple(pool.input.shape[1:3]) == (16, 16)  # 64 px halved by each of the two stem convs
+
+
+def test_blocks_per_stage_per_stage_list_and_mismatch():
+    from gender.errors import UserError
+
+    adds = lambda m: sum(isinstance(la, keras.layers.Add) for la in m.layers)  # noqa: E731
+    base = "model=rescnn", "model.widths=[8,16]"
+    assert adds(build_model(compose_cfg(*base, "model.blocks_per_stage=[1,3]").model, 32)) == 4
+    assert adds(build_model(compose_cfg(*base, "model.blocks_per_stage=2").model, 32)) == 4
+    with pytest.raises(UserError, match="one per stage"):
+        build_model(compose_cfg(*base, "model.blocks_per_stage=[1,2,3]").model, 32)
