@@ -51,6 +51,14 @@ def test_experiment_best_changes_several_groups():
     assert cfg.model.name == "rescnn" and cfg.optimizer._target_ == "keras.optimizers.AdamW"
     assert cfg.optimizer.schedule == "cosine" and cfg.trainer.label_smoothing > 0
     assert cfg.augmentation.zoom > 0 and cfg.augmentation.blur > 0
+    assert cfg.model.test_time_flip and list(cfg.model.blocks_per_stage) == [1, 1, 2, 2]
+
+
+def test_experiment_fast_is_a_short_schedule_with_light_augmentation():
+    cfg = compose_cfg("experiment=fast")
+    assert (cfg.model.name, cfg.data.image_size, cfg.trainer.epochs) == ("rescnn", 64, 4)
+    assert cfg.augmentation.zoom == 0 and cfg.augmentation.rotation == 0.1  # the seed's layers
+    assert not cfg.model.test_time_flip
 
 
 def test_data_dir_from_the_environment(monkeypatch, tmp_path):
