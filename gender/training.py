@@ -330,6 +330,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
             "dtype_policy": keras.mixed_precision.global_policy().name,
             "replicas": int(strategy.num_replicas_in_sync),
             "deterministic": bool(t.deterministic),
+            "test_time_flip": bool(cfg.model.get("test_time_flip")),  # the test figures' model
         },
         "split_sizes": {k: len(v) for k, v in ds.splits.items()},
         "overrides": _overrides(),

@@ -59,6 +59,7 @@ def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     assert metrics["epochs_run"] == 2
     assert metrics["split_sizes"] == {"train": 26, "val": 4, "test": 2}  # 16 per class, stratified
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert metrics["runtime"]["test_time_flip"] is True
     # the saved model is the mirror-averaging wrapper: a mirrored image gets the same probability
     model = load_model(Path(cfg.paths.output_dir) / "model.keras")
     assert "mirror" in [layer.name for layer in model.layers]
