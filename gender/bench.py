@@ -35,6 +35,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from gender.config import dtype_policy
 from gender.errors import UserError, reported_as_one_line
 from gender.io import write_json
 from gender.training import compile_model
@@ -324,7 +325,7 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         "settings": {
             "image_size": size, "batch_size": batch, "model": str(cfg.model.name),
             "parameters": int(model.count_params()),
-            "augmentation_placement": placement, "mixed_precision": bool(cfg.trainer.mixed_precision),
+            "augmentation_placement": placement, "mixed_precision": dtype_policy(cfg.trainer.mixed_precision),
             "jit_compile": bool(cfg.trainer.jit_compile),
             "strategy": str(cfg.trainer.get("strategy", "default")),
             "steps": steps, "warmup_steps": warmup, "repeats": repeats,

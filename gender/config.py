@@ -21,6 +21,20 @@ CHOICES = {
 }
 
 
+MIXED_PRECISION = {False: "float32", True: "mixed_float16", "float16": "mixed_float16",
+                   "bfloat16": "mixed_bfloat16"}
+
+
+def dtype_policy(mixed_precision: Any) -> str:
+    """Keras policy for ``trainer.mixed_precision``: float16 suits GPUs, bfloat16 CPUs with
+    AVX-512 BF16 or AMX (and TPUs); ``true`` means float16."""
+    key = mixed_precision if isinstance(mixed_precision, str) else bool(mixed_precision)
+    if key not in MIXED_PRECISION:
+        raise UserError(f"trainer.mixed_precision={mixed_precision} is invalid: allowed values "
+                        "are false, true, float16, bfloat16")
+    return MIXED_PRECISION[key]
+
+
 def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
@@ -47,6 +61,7 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and value not in allowed:
             raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(allowed)}")
+    dtype_policy(_get(cfg, "trainer.mixed_precision"))
     split = _get(cfg, "data.split") or {}
     try:
         ratios = {k: float(v) for k, v in split.items()}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from gender.config import dtype_policy
 from gender.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,9 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
     elif tf_config.is_op_determinism_enabled():
         # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
         tf_config.disable_op_determinism()
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if trainer_cfg.get("mixed_precision") else "float32"
-    )
+    keras.mixed_precision.set_global_policy(dtype_policy(trainer_cfg.get("mixed_precision")))
     keras.utils.set_random_seed(int(seed))
+
 
 
 def distribution_strategy(name: str):

@@ -73,7 +73,8 @@ def test_bench_applies_speed_options_to_every_model(tmp_path, images):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "bench.json").read_text())
     s = result["settings"]
-    assert (s["augmentation_placement"], s["mixed_precision"], s["jit_compile"]) == ("model", True, True)
+    assert (s["augmentation_placement"], s["mixed_precision"], s["jit_compile"]) == (
+        "model", "mixed_float16", True)
     assert result["end_to_end_images_per_s"] > 0 and result["seed_recipe_images_per_s"] is None
 
 
@@ -98,16 +99,20 @@ def test_jobs_of_a_sweep_decode_once(tmp_path, images, caplog, float32_policy):
                        "(once per data configuration)"]
 
 
-def test_mixed_precision_keeps_a_float32_output_and_trains_on_cpu(tmp_path, images, float32_policy):
+@pytest.mark.parametrize(("setting", "policy"), [("true", "mixed_float16"),
+                                               ("bfloat16", "mixed_bfloat16")])
+def test_mixed_precision_keeps_a_float32_output_and_trains_on_cpu(tmp_path, images, float32_policy,
+                                                                  setting, policy):
     import keras
 
-    metrics = train(tiny_train_cfg(images, tmp_path, "trainer.mixed_precision=true"))
+    metrics = train(tiny_train_cfg(images, tmp_path, f"trainer.mixed_precision={setting}"))
     assert math.isfinite(metrics["train_loss"])
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert model.get_layer("prob").dtype_policy.name == "float32"
     assert model.output.dtype == "float32"
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert convs and all(layer.dtype_policy.name == "mixed_float16" for layer in convs)
+    assert convs and all(layer.dtype_policy.name == policy for layer in convs)
+    assert metrics["runtime"]["dtype_policy"] == policy
 
 
 def test_xla_trains_a_step_on_cpu(tmp_path, images):
