@@ -35,7 +35,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gender.config import dtype_policy
 from gender.errors import UserError, reported_as_one_line
 from gender.io import write_json
 from gender.training import compile_model
@@ -232,6 +231,7 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     from gender.training import configure_runtime, distribution_strategy
 
     configure_runtime(cfg.trainer, int(cfg.seed))
+    import keras
     import tensorflow as tf
 
     from gender import data as gdata
@@ -325,7 +325,8 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         "settings": {
             "image_size": size, "batch_size": batch, "model": str(cfg.model.name),
             "parameters": int(model.count_params()),
-            "augmentation_placement": placement, "mixed_precision": dtype_policy(cfg.trainer.mixed_precision),
+            "augmentation_placement": placement,
+            "mixed_precision": keras.mixed_precision.global_policy().name,
             "jit_compile": bool(cfg.trainer.jit_compile),
             "strategy": str(cfg.trainer.get("strategy", "default")),
             "steps": steps, "warmup_steps": warmup, "repeats": repeats,

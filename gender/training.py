@@ -58,8 +58,27 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
     elif tf_config.is_op_determinism_enabled():
         # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
         tf_config.disable_op_determinism()
-    keras.mixed_precision.set_global_policy(dtype_policy(trainer_cfg.get("mixed_precision")))
+    mixed_precision = trainer_cfg.get("mixed_precision")
+    keras.mixed_precision.set_global_policy(dtype_policy(
+        mixed_precision, native_dtype_policy() if mixed_precision == "auto" else "float32"))
     keras.utils.set_random_seed(int(seed))
+
+
+def native_dtype_policy() -> str:
+    """What ``trainer.mixed_precision=auto`` picks: float16 on GPUs with tensor cores (compute
+    capability 7.0+), bfloat16 on CPUs that run it natively (AVX-512 BF16 or AMX, as listed in
+    /proc/cpuinfo), else float32: emulated half precision is slower than float32."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "mixed_float16" if capability and capability >= (7, 0) else "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell
+        return "float32"
+    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 

@@ -90,7 +90,7 @@ def test_resume_refuses_a_finished_run(tmp_path):
         ("model=resnet9000", "model=resnet9000 is not an option; allowed: rescnn, seed_cnn"),
         ("optimizer.learning_rate=0.1", "optimizer.learning_rate is not a config key; keys in optimizer:"),
         ("augmentation.placement=gpu", "allowed values are pipeline, model"),
-        ("trainer.mixed_precision=half", "allowed values are false, true, float16, bfloat16"),
+        ("trainer.mixed_precision=half", "allowed values are false, true, float16, bfloat16, auto"),
         ("data.classes.male=[nobody]", "data.classes.male: folder 'nobody' not found"),
     ],
 )

@@ -115,6 +115,20 @@ def test_mixed_precision_keeps_a_float32_output_and_trains_on_cpu(tmp_path, imag
     assert metrics["runtime"]["dtype_policy"] == policy
 
 
+def test_automatic_precision_is_what_the_machine_runs_natively(tmp_path, images, float32_policy):
+    """No GPU here: bfloat16 where /proc/cpuinfo lists a native bfloat16 unit, else float32."""
+    from gender.training import native_dtype_policy
+
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    expected = "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    assert native_dtype_policy() == expected
+    metrics = train(tiny_train_cfg(images, tmp_path, "trainer.mixed_precision=auto"))
+    assert metrics["runtime"]["dtype_policy"] == expected
+
+
 def test_xla_trains_a_step_on_cpu(tmp_path, images):
     metrics = train(tiny_train_cfg(images, tmp_path, "trainer.jit_compile=true"))
     assert math.isfinite(metrics["train_loss"]) and metrics["epochs_run"] == 1
