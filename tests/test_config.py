@@ -52,6 +52,7 @@ def test_experiment_best_changes_several_groups():
     assert cfg.optimizer.schedule == "cosine" and cfg.trainer.label_smoothing > 0
     assert cfg.augmentation.zoom > 0 and cfg.augmentation.blur > 0
     assert cfg.model.test_time_flip and list(cfg.model.blocks_per_stage) == [1, 1, 2, 2]
+    assert cfg.data.image_size == 80 and cfg.trainer.mixed_precision == "auto"
 
 
 def test_experiment_fast_is_a_short_schedule_with_light_augmentation():
