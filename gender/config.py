@@ -25,15 +25,15 @@ MIXED_PRECISION = {False: "float32", True: "mixed_float16", "float16": "mixed_fl
                    "bfloat16": "mixed_bfloat16", "auto": "auto"}
 
 
-def dtype_policy(mixed_precision: Any, native: str = "float32") -> str:
+def dtype_policy(mixed_precision: Any) -> str:
     """Keras policy for ``trainer.mixed_precision``: float16 suits GPUs, bfloat16 CPUs with
-    AVX-512 BF16 or AMX (and TPUs); ``true`` means float16; ``auto`` is ``native``, what the
-    machine runs fastest (``gender.training.native_dtype_policy``)."""
+    AVX-512 BF16 or AMX (and TPUs); ``true`` means float16. ``auto`` stays ``auto``: the machine
+    decides, in ``gender.training.native_dtype_policy``."""
     key = mixed_precision if isinstance(mixed_precision, str) else bool(mixed_precision)
     if key not in MIXED_PRECISION:
         raise UserError(f"trainer.mixed_precision={mixed_precision} is invalid: allowed values "
                         "are false, true, float16, bfloat16, auto")
-    return native if key == "auto" else MIXED_PRECISION[key]
+    return MIXED_PRECISION[key]
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

@@ -58,16 +58,15 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
     elif tf_config.is_op_determinism_enabled():
         # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
         tf_config.disable_op_determinism()
-    mixed_precision = trainer_cfg.get("mixed_precision")
-    keras.mixed_precision.set_global_policy(dtype_policy(
-        mixed_precision, native_dtype_policy() if mixed_precision == "auto" else "float32"))
+    policy = dtype_policy(trainer_cfg.get("mixed_precision"))
+    keras.mixed_precision.set_global_policy(native_dtype_policy() if policy == "auto" else policy)
     keras.utils.set_random_seed(int(seed))
 
 
 def native_dtype_policy() -> str:
     """What ``trainer.mixed_precision=auto`` picks: float16 on GPUs with tensor cores (compute
     capability 7.0+), bfloat16 on CPUs that run it natively (AVX-512 BF16 or AMX, as listed in
-    /proc/cpuinfo), else float32: emulated half precision is slower than float32."""
+    /proc/cpuinfo), else float32: half precision only pays off where the hardware runs it."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -79,7 +78,6 @@ def native_dtype_policy() -> str:
     except OSError:  # not Linux: no cheap way to tell
         return "float32"
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
-
 
 
 def distribution_strategy(name: str):
