@@ -1,0 +1,96 @@
+"""Augmentation: both implementations give the factors the same meaning; the fused layers are exact
+where they should be, reproducible, and load in safe mode inside a saved model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import compose_cfg
+
+from gender.augmentation import RandomAffine, RandomColor, build_augmentation
+from gender.model import build_model
+
+
+def _images(n: int = 64, size: int = 24) -> np.ndarray:
+    """Moderately coloured images with structure (room to saturate): random colours on a gradient."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.3, 1.0, size, dtype="float32")[None, :, None, None]
+    colours = rng.uniform(80, 180, (n, 1, 1, 3)).astype("float32")
+    return np.clip(colours * ramp + rng.uniform(-20, 20, (n, size, size, 3)), 0, 255).astype("float32")
+
+
+def _saturation(x: np.ndarray) -> np.ndarray:
+    return tf.image.rgb_to_hsv(np.clip(x, 0, 255) / 255.0)[..., 1].numpy().mean(axis=(1, 2))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_colour_factors_span_both_ways_in_both_implementations(fused):
+    # Keras' RandomSaturation(0.3) would draw a factor below 0.5 (its no-op) for every image and
+    # turn the batch nearly gray; RandomContrast(0.2) would only ever raise contrast.
+    x = _images()
+    for option, measure in (("saturation", _saturation),
+                            ("contrast", lambda a: a.std(axis=(1, 2, 3)))):
+        aug = build_augmentation(compose_cfg("augmentation=none", f"augmentation.{option}=0.3",
+                                             f"augmentation.fused={fused}").augmentation, seed=1)
+        ratio = measure(aug(x, training=True).numpy()) / measure(x)
+        assert ratio.min() < 0.9 and ratio.max() > 1.1, (option, ratio.min(), ratio.max())
+        assert 0.65 < ratio.min() and ratio.max() < 1.35, (option, ratio.min(), ratio.max())
+        assert abs(np.median(ratio) - 1) < 0.1, (option, np.median(ratio))
+
+
+def test_fused_robust_is_three_layers_and_keras_path_one_per_option():
+    fused = build_augmentation(compose_cfg("augmentation=robust").augmentation)
+    assert [type(layer).__name__ for layer in fused.layers] == [
+        "RandomAffine", "RandomColor", "RandomGaussianBlur"]
+    per_option = build_augmentation(compose_cfg("augmentation=robust",
+                                                "augmentation.fused=false").augmentation)
+    assert len(per_option.layers) == 9
+
+
+def test_affine_identity_and_flip_are_exact():
+    x = _images(16)
+    np.testing.assert_allclose(RandomAffine()(x, training=True), x, atol=1e-3)
+    flipped = RandomAffine("horizontal", seed=3)(x, training=True).numpy()
+    same = np.all(np.isclose(flipped, x, atol=1e-3), axis=(1, 2, 3))
+    mirror = np.all(np.isclose(flipped, x[:, :, ::-1], atol=1e-3), axis=(1, 2, 3))
+    assert np.all(same | mirror) and same.any() and mirror.any()
+
+
+def test_affine_moves_pixels_and_keeps_the_range():
+    x = _images(16)
+    out = RandomAffine(None, rotation=0.05, zoom=0.15, translation=0.08, seed=0)(x, training=True)
+    out = out.numpy()
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    assert np.abs(out - x).mean(axis=(1, 2, 3)).min() > 0.5  # every image moved
+
+
+def test_grayscale_share_and_inference_is_identity():
+    x = _images(256)
+    layer = RandomColor(grayscale=0.5, seed=0)
+    out = layer(x, training=True).numpy()
+    gray = np.all(np.abs(out - out[..., :1]) < 1e-3, axis=(1, 2, 3))
+    assert 0.3 < gray.mean() < 0.7
+    np.testing.assert_array_equal(layer(x, training=False), x)
+
+
+def test_same_seed_same_draws():
+    x = _images(8)
+    cfg = compose_cfg("augmentation=robust").augmentation
+    a, b = build_augmentation(cfg, seed=5), build_augmentation(cfg, seed=5)
+    np.testing.assert_allclose(a(x, training=True), b(x, training=True))
+
+
+def test_fused_augmentation_inside_a_saved_model_loads_in_safe_mode(tmp_path):
+    from gender.evaluate import load_model
+
+    aug = build_augmentation(compose_cfg("augmentation=robust",
+                                         "augmentation.placement=model").augmentation, seed=0)
+    net = build_model(compose_cfg("model=rescnn", "model.widths=[8]",
+                                  "model.stem_filters=8").model, 24, augmentation=aug)
+    x = _images(4)
+    net.save(tmp_path / "aug.keras")
+    loaded = load_model(tmp_path / "aug.keras")
+    assert isinstance(loaded, keras.Model)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), net.predict(x, verbose=0), atol=1e-5)
