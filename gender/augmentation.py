@@ -8,7 +8,7 @@ Every factor means the same whichever implementation runs: ``contrast`` and ``sa
 by a factor drawn from [1 - f, 1 + f], ``brightness`` shifts by up to f * 255. With
 ``augmentation.fused=true`` the geometric options (flip, rotation, zoom, translation) resample each
 image once (``RandomAffine``) and the colour options run in one elementwise pass (``RandomColor``):
-about 2.5x the throughput of one Keras layer per option, which matters on a CPU where augmentation
+2-3.5x the throughput of one Keras layer per option, which matters on a CPU where augmentation
 shares the cores with the training step.
 """
 
