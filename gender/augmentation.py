@@ -95,11 +95,12 @@ class RandomColor(keras.layers.Layer):
         x = ops.cast(images, "float32")
         n = ops.shape(x)[0]
         luma = ops.sum(x * ops.convert_to_tensor([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-        saturation = self._factor(n, self.saturation)
-        if self.grayscale:
-            gray = keras.random.uniform((n, 1, 1, 1), seed=self.generator) < self.grayscale
-            saturation = ops.where(gray, 0.0, saturation)
-        x = luma + saturation * (x - luma)
+        if self.saturation or self.grayscale:
+            saturation = self._factor(n, self.saturation)
+            if self.grayscale:
+                gray = keras.random.uniform((n, 1, 1, 1), seed=self.generator) < self.grayscale
+                saturation = ops.where(gray, 0.0, saturation)
+            x = luma + saturation * (x - luma)
         if self.contrast:
             mean = ops.mean(luma, axis=(1, 2, 3), keepdims=True)
             x = mean + self._factor(n, self.contrast) * (x - mean)
