@@ -63,7 +63,10 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and value not in allowed:
             raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(allowed)}")
     dtype_policy(_get(cfg, "trainer.mixed_precision"))
-    split = _get(cfg, "data.split") or {}
+    split = dict(_get(cfg, "data.split") or {})
+    if "holdout_kind" in split and not split.pop("holdout_kind"):  # a kind name, not a ratio
+        raise UserError("data/split=holdout_kind needs data.split.holdout_kind=KIND: an original "
+                        "image size such as 128x128, or other (sizes rarer than 5% of the images)")
     try:
         ratios = {k: float(v) for k, v in split.items()}
     except (TypeError, ValueError):

@@ -25,12 +25,13 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from gender.errors import UserError
+from gender.face import FaceSettings, check_available, face_view
 from gender.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 DATA_HELP = (
     "get the data from Kaggle ('Biggest gender/face recognition dataset', folders man/ and woman/) "
     "and point data.root at it (or set GENDER_DATA_DIR), e.g. data.root=../shared/data/genderface; "
@@ -58,6 +59,8 @@ class DataReport:
     duplicate_groups: int = 0
     duplicate_files: int = 0
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, classes)
+    face_mode: str = "none"
+    no_face: int = 0  # readable images in which the face stage found no face (whole image used)
 
     def summary(self) -> str:
         reasons = Counter(reason.split(":")[0] for _, reason in self.bad)
@@ -67,6 +70,8 @@ class DataReport:
             f"{self.ignored_hidden} hidden files ignored; {self.duplicate_files} exact duplicates in "
             f"{self.duplicate_groups} groups (kept in one split); "
             f"{len(self.conflicts)} files with conflicting labels excluded"
+            + (f"; face stage ({self.face_mode}): no face found in {self.no_face} images, "
+               "whole image used" if self.face_mode != "none" else "")
         )
 
 
@@ -79,6 +84,8 @@ class ImageCache:
     ok: np.ndarray  # bool per path
     sha1: list[str]
     reasons: list[str]
+    no_face: np.ndarray  # bool per path: the face stage found no face (whole image used)
+    kinds: list[str]  # original image size as "WxH" (held-out-kind splits, per-kind reports)
     directory: Path
     reused: bool
 
@@ -181,6 +188,7 @@ def open_rgb(path: str | os.PathLike, draft: int | None = None,
         raise ValueError("empty: zero-byte file")
     try:
         with Image.open(path) as im:
+            original = im.size
             if max_pixels and im.width * im.height > max_pixels:
                 raise ValueError(f"too large: {im.width}x{im.height} pixels exceeds data.max_pixels")
             if draft:
@@ -190,7 +198,9 @@ def open_rgb(path: str | os.PathLike, draft: int | None = None,
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            return im.convert("RGB")
+            rgb = im.convert("RGB")
+            rgb.info["original_size"] = original  # before draft decoding and EXIF rotation
+            return rgb
     except ValueError:
         raise
     except UnidentifiedImageError:
@@ -201,14 +211,29 @@ def open_rgb(path: str | os.PathLike, draft: int | None = None,
         raise ValueError(f"corrupt: {str(e).splitlines()[0][:120]}") from None
 
 
-def load_image(path: str | os.PathLike, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """uint8 RGB (size, size, 3) of any image file; raise ValueError on bad files.
+def load_face(
+    path: str | os.PathLike, size: int, max_pixels: int | None = None, face: FaceSettings | None = None
+) -> tuple[np.ndarray, bool, str]:
+    """(uint8 RGB (size, size, 3), whether the face stage found no face, original "WxH").
 
     Training, evaluation and prediction all use this one function, so a model sees the same
-    pixels everywhere.
+    pixels everywhere. Raises ValueError on bad files.
     """
-    im = open_rgb(path, draft=size, max_pixels=max_pixels)
-    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    face = face or FaceSettings()
+    # JPEG draft decoding is only safe without the face stage, which needs the face's detail
+    im = open_rgb(path, draft=None if face.active else size, max_pixels=max_pixels)
+    kind = "{}x{}".format(*im.info["original_size"])
+    if not face.active:
+        return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8), False, kind
+    view, found = face_view(np.asarray(im), size, face)
+    return view, not found, kind
+
+
+def load_image(
+    path: str | os.PathLike, size: int, max_pixels: int | None = None, face: FaceSettings | None = None
+) -> np.ndarray:
+    """uint8 RGB (size, size, 3) of any image file (see ``load_face``); raise ValueError on bad files."""
+    return load_face(path, size, max_pixels, face)[0]
 
 
 def _file_digest(path: str) -> str:
@@ -216,9 +241,9 @@ def _file_digest(path: str) -> str:
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def cache_key(paths: Sequence[str], image_size: int, max_pixels: int | None) -> str:
+def cache_key(paths: Sequence[str], image_size: int, max_pixels: int | None, face: str = "none") -> str:
     """Key a cache by the exact files (path, size, mtime) and the decode settings."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{image_size}|{max_pixels}".encode())
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{image_size}|{max_pixels}|{face}".encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -232,28 +257,37 @@ def build_cache(
     max_pixels: int | None = None,
     workers: int | None = None,
     in_memory: str | bool = "auto",
+    face: FaceSettings | None = None,
 ) -> ImageCache:
-    """Decode each file once into ``cache_dir/<key>/images.npy``; reuse it when the key matches."""
-    key = cache_key(paths, image_size, max_pixels)
-    directory = Path(cache_dir) / f"images-{image_size}px-{key}"
+    """Decode each file once into ``cache_dir/<key>/images.npy``; reuse it when the key matches.
+
+    With a face stage the cache holds the face views, so detection and alignment cost once per
+    data configuration.
+    """
+    face = face or FaceSettings()
+    key = cache_key(paths, image_size, max_pixels, face.key())
+    tag = "" if not face.active else f"-{face.mode}"
+    directory = Path(cache_dir) / f"images-{image_size}px{tag}-{key}"
     index_file = directory / "index.json"
     reused = index_file.exists()
     if not reused:
         directory.mkdir(parents=True, exist_ok=True)
-        log.info("decoding %d images at %dpx into %s (once per data configuration)",
-                 len(paths), image_size, directory)
+        log.info("decoding %d images at %dpx%s into %s (once per data configuration)", len(paths),
+                 image_size, f" with the face stage ({face.mode})" if face.active else "", directory)
         with atomic_path(directory / "images.npy") as tmp:
             out = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3)
             )
             reasons = [""] * len(paths)
             digests = [""] * len(paths)
+            no_face = [False] * len(paths)
+            kinds = [""] * len(paths)
             lock = threading.Lock()
 
             def work(i: int) -> None:
                 try:
                     digests[i] = _file_digest(paths[i])
-                    out[i] = load_image(paths[i], image_size, max_pixels)
+                    out[i], no_face[i], kinds[i] = load_face(paths[i], image_size, max_pixels, face)
                 except (ValueError, OSError) as e:
                     with lock:
                         reasons[i] = str(e).splitlines()[0] or type(e).__name__
@@ -262,7 +296,8 @@ def build_cache(
                 list(ex.map(work, range(len(paths))))
             out.flush()
             del out
-        write_json({"paths": list(paths), "reasons": reasons, "sha1": digests}, index_file)
+        write_json({"paths": list(paths), "reasons": reasons, "sha1": digests, "no_face": no_face,
+                    "kinds": kinds, "face": face.key()}, index_file)
     index = json.loads(index_file.read_text())
     images = np.load(directory / "images.npy", mmap_mode="r")
     if in_memory is True or (in_memory == "auto" and images.nbytes < _available_memory() // 3):
@@ -270,7 +305,8 @@ def build_cache(
     reasons = index["reasons"]
     return ImageCache(
         images=images, paths=index["paths"], ok=np.array([not r for r in reasons], dtype=bool),
-        sha1=index["sha1"], reasons=reasons, directory=directory, reused=reused,
+        sha1=index["sha1"], reasons=reasons, no_face=np.array(index["no_face"], dtype=bool),
+        kinds=index["kinds"], directory=directory, reused=reused,
     )
 
 
@@ -283,6 +319,15 @@ def _available_memory() -> int:
     except OSError:
         pass
     return 4 << 30
+
+
+def image_kinds(sizes: Sequence[str], min_share: float = 0.05) -> list[str]:
+    """Kind of each image: its original size ("100x100") when at least ``min_share`` of the
+    images have that size, else ``other``. A data set that mixes sources usually mixes sizes too
+    (the genderface set: tight 100x100 crops, 128x128 photos with background, other crops)."""
+    counts = Counter(sizes)
+    common = {k for k, n in counts.items() if k and n >= min_share * len(sizes)}
+    return [k if k in common else "other" for k in sizes]
 
 
 # ---------------------------------------------------------------------------------- split
@@ -388,6 +433,9 @@ class Datasets:
 def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     """Discover, validate, decode (cached) and split; build the tf.data pipelines without augmentation."""
     report = DataReport()
+    face = FaceSettings.from_config(data_cfg)
+    check_available(face)
+    report.face_mode = face.mode
     class_names = list(data_cfg.classes)
     root = resolve_root(data_cfg)
     samples = discover(data_cfg, root, report)
@@ -398,7 +446,7 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     cache = build_cache(
         [s.path for s in everything], int(data_cfg.image_size), cache_dir,
         max_pixels=data_cfg.get("max_pixels"), workers=data_cfg.get("decode_workers"),
-        in_memory=data_cfg.get("cache_in_memory", "auto"),
+        in_memory=data_cfg.get("cache_in_memory", "auto"), face=face,
     )
     where = cache.index_of()
     for s in everything:
@@ -413,13 +461,33 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     good = [s for s in samples if cache.ok[where[s.path]]]
     good, conflicts = _drop_label_conflicts(good, digests, class_names, report)
     report.conflicts = conflicts
-    ratios = {k: float(v) for k, v in data_cfg.split.items()}
-    if test_samples:
+    report.no_face = int(sum(cache.no_face[where[s.path]] for s in everything if cache.ok[where[s.path]]))
+    holdout = data_cfg.split.get("holdout_kind")
+    ratios = {k: float(data_cfg.split.get(k, 0.0)) for k in SPLITS}
+    if test_samples or holdout:
         ratios["test"] = 0.0
+    kind_of = dict(zip(cache.paths, image_kinds(cache.kinds), strict=True))
+    if holdout:
+        held = [s for s in good if kind_of[s.path] == str(holdout)]
+        if not held:
+            have = sorted({kind_of[s.path] for s in good})
+            raise UserError(f"data.split.holdout_kind={holdout}: no images of that kind; "
+                            f"kinds here: {', '.join(have)}")
+        good = [s for s in good if kind_of[s.path] != str(holdout)]
+        # a duplicate of a held-out image must not train the model it tests
+        held_digests = {digests.get(s.path) for s in held}
+        good = [s for s in good if digests.get(s.path) not in held_digests]
     splits = split_samples(good, ratios, seed, digests)
+    if holdout:
+        splits["test"] = sorted(held, key=lambda s: s.path)
     if test_samples:
         splits["test"] = sorted((s for s in test_samples if cache.ok[where[s.path]]),
                                 key=lambda s: s.path)
+    for name in ("val", "test"):
+        one_class = {s.label for s in splits[name]}
+        if len(splits[name]) and len(one_class) < 2:
+            log.warning("the %s split holds one class only (%s): its accuracy says little",
+                        name, class_names[one_class.pop()])
     present = {s.label for s in good}
     if len(present) < 2:
         raise UserError(f"only one class has usable images ({class_names[present.pop()]}); "

@@ -25,7 +25,7 @@ import csv
 import logging
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from gender import evaluation as ev
-from gender.data import Sample, discover, load_image, read_manifest, resolve_root
+from gender.data import Sample, discover, image_kinds, load_face, load_image, read_manifest, resolve_root
 from gender.errors import UserError, reported_as_one_line
+from gender.face import FaceSettings
+from gender.reference import load_reference, score_reference
 from gender.io import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -186,11 +188,12 @@ def evaluate_model_with_rows(
     batch_size: int = 64,
     *,
     images: np.ndarray | None = None,
-    groups: Sequence[str] | None = None,
+    groups: Sequence[str | None] | Mapping[str, Sequence[str | None]] | None = None,
     threshold: float = 0.5,
     predictions_name: str = "predictions.csv",
     plots_dir: str = "plots",
     mistakes: int = 16,
+    face: FaceSettings | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict every sample, compute all metrics, write predictions CSV and plots.
 
@@ -200,8 +203,10 @@ def evaluate_model_with_rows(
     ``images`` (uint8, aligned with ``samples``) skips decoding when the caller already holds
     them (training's decoded cache); otherwise each file is decoded with ``data.load_image``, the
     same function training used. Unreadable files are logged one line each and listed under
-    ``skipped`` in the result. ``groups`` (aligned with ``samples``) defaults to the source folder
-    when several folders feed one class. Raises UserError when no file could be read.
+    ``skipped`` in the result. ``groups`` (aligned with ``samples``; one list, or several by
+    column name) defaults to the source folder when several folders feed one class; when the
+    files are decoded here and mix image sizes, a ``kind`` column (original size) is added.
+    Raises UserError when no file could be read.
     """
     samples = list(samples)
     n = len(samples)
@@ -211,8 +216,10 @@ def evaluate_model_with_rows(
         raise ValueError(f"images has {len(images)} entries for {n} samples")
     if groups is None:
         groups = auto_groups(samples)
-    elif len(groups) != n:
-        raise ValueError(f"groups has {len(groups)} entries for {n} samples")
+    columns = dict(groups) if isinstance(groups, Mapping) else {"group": groups} if groups else {}
+    for col, labels in columns.items():
+        if len(labels) != n:
+            raise ValueError(f"groups[{col}] has {len(labels)} entries for {n} samples")
     out = Path(out_dir)
 
     probs = np.full(n, np.nan)
@@ -222,7 +229,15 @@ def evaluate_model_with_rows(
             probs[start:start + batch_size] = predict_probs(model, images[start:start + batch_size])
     else:
         paths = [s.path for s in samples]
-        loader = lambda p: load_image(p, image_size)  # noqa: E731
+        no_face: list[str] = []
+        kind: dict[str, str] = {}
+
+        def loader(p: str) -> np.ndarray:
+            image, missing, kind[p] = load_face(p, image_size, face=face)
+            if missing:
+                no_face.append(p)  # list.append is atomic: safe from the decode threads
+            return image
+
         for start, items in decode_batches(paths, loader, batch_size):
             ok = [i for i, item in enumerate(items) if isinstance(item, np.ndarray)]
             for i, item in enumerate(items):
@@ -239,14 +254,22 @@ def evaluate_model_with_rows(
                         f"{skipped[0]['reason']})")
     y = np.array([samples[i].label for i in kept], dtype=int)
     p = probs[kept]
-    g = [str(groups[i]) for i in kept] if groups is not None else None
-    result = ev.evaluate_predictions(y, p, class_names, groups=g, threshold=threshold)
+    if images is None:
+        kinds = image_kinds([kind.get(s.path, "") for s in samples])
+        if len(set(kinds)) > 1:
+            columns.setdefault("kind", kinds)
+    by_column = {col: [labels[i] for i in kept] for col, labels in columns.items()}
+    g = next(iter(by_column.values()), None)
+    result = ev.evaluate_predictions(y, p, class_names, groups=by_column or None, threshold=threshold)
     result["n_skipped"] = len(skipped)
     result["skipped"] = skipped
+    if face is not None and face.active and images is None:
+        result["face"] = {"mode": face.mode, "margin": face.margin, "no_face_found": len(no_face)}
 
     pred = (p >= threshold).astype(int)
     rows = [{"path": samples[i].path, "true": int(y[j]), "pred": int(pred[j]),
-             "prob": float(p[j]), "group": g[j] if g is not None else ""}
+             "prob": float(p[j]), "group": "" if g is None or g[j] is None else str(g[j]),
+             "groups": {col: labels[j] for col, labels in by_column.items()}}
             for j, i in enumerate(kept)]
     write_csv(
         ((r["path"], class_names[r["true"]], class_names[r["pred"]], f"{r['prob']:.6f}",
@@ -265,7 +288,7 @@ def evaluate_model_with_rows(
         if images is not None:
             pics = [np.asarray(images[kept[j]]) for j in worst]
         else:
-            pics = [load_image(samples[kept[j]].path, image_size) for j in worst]
+            pics = [load_image(samples[kept[j]].path, image_size, face=face) for j in worst]
         ev.plot_mistakes(pics, y[worst], p[worst], class_names, plots / PLOT_FILES["mistakes"],
                          k=mistakes, threshold=threshold)
     return result, rows
@@ -277,26 +300,47 @@ def evaluate_model(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- the CLI
-def read_groups_csv(path: str | os.PathLike[str], samples: Sequence[Sample]) -> list[str]:
-    """Group per sample from a CSV with columns ``file,group``.
+def parse_group_spec(spec: str) -> tuple[str, str | None, set[str]]:
+    """``race`` -> (race, None, {}); ``race@age:20-29/30-39`` -> (race, age, {20-29, 30-39}):
+    a column, optionally only over the rows whose other column takes one of the listed values."""
+    column, _, where = str(spec).partition("@")
+    if not where:
+        return column, None, set()
+    other, _, values = where.partition(":")
+    if not other or not values:
+        raise UserError(f"group_by entry '{spec}' must look like column or column@other:v1/v2")
+    return column, other, set(values.split("/"))
 
-    An absolute ``file`` must name the image exactly; a relative one matches as a path suffix
-    (``woman/0001.jpg`` or just ``0001.jpg``), so the CSV can be written relative to any root.
-    A relative entry matching several images is ambiguous and not guessed: those images, like
-    any not listed, get the group ``unlisted`` (with a warning).
+
+def read_groups_csv(
+    path: str | os.PathLike[str], samples: Sequence[Sample], group_by: Sequence[str] = ("group",)
+) -> dict[str, list[str | None]]:
+    """Groups per sample from a CSV with a ``file`` column and one column per grouping.
+
+    ``group_by`` names the columns to break accuracy down by (``age``, ``race``, ...; default
+    ``group``), each optionally restricted to rows where another column takes given values
+    (``race@age:20-29/30-39/40-49/50-59``: race among adults). An absolute ``file`` must name
+    the image exactly; a relative one matches as a path suffix (``woman/0001.jpg`` or just
+    ``0001.jpg``), so the CSV can be written relative to any root. A relative entry matching
+    several images is ambiguous and not guessed: those images, like any not listed, get the
+    group ``unlisted`` (with a warning).
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"groups_csv={path} does not exist")
+    specs = [parse_group_spec(g) for g in group_by]
     with open(p, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"file", "group"} <= set(reader.fieldnames):
-            raise UserError(f"groups_csv={path} needs the columns file,group "
-                            f"(has: {', '.join(reader.fieldnames or [])})")
-        rows = [(os.path.expanduser(r["file"].strip()), r["group"]) for r in reader
+        have = set(reader.fieldnames or [])
+        need = {"file"} | {c for c, _, _ in specs} | {o for _, o, _ in specs if o}
+        if not need <= have:
+            wanted = ",".join(["file", *sorted(need - {"file"})])
+            raise UserError(f"groups_csv={path} needs the columns {wanted} "
+                            f"(has: {', '.join(reader.fieldnames or [])}); group_by picks the columns")
+        rows = [(os.path.expanduser(r["file"].strip()), r) for r in reader
                 if (r.get("file") or "").strip()]
-    absolute = {os.path.normpath(f): g for f, g in rows if os.path.isabs(f)}
-    relative = {Path(os.path.normpath(f)).as_posix(): g for f, g in rows if not os.path.isabs(f)}
+    absolute = {os.path.normpath(f): r for f, r in rows if os.path.isabs(f)}
+    relative = {Path(os.path.normpath(f)).as_posix(): r for f, r in rows if not os.path.isabs(f)}
     keys: list[str | None] = []
     for s in samples:
         full = os.path.abspath(s.path)
@@ -308,20 +352,22 @@ def read_groups_csv(path: str | os.PathLike[str], samples: Sequence[Sample]) -> 
         keys.append(next(("rel:" + t for t in tails if t in relative), None))
     uses = Counter(k for k in keys if k and k.startswith("rel:"))
     ambiguous = {k for k, n in uses.items() if n > 1}
-    out = []
-    for k in keys:
-        if k is None or k in ambiguous:
-            out.append("unlisted")
-        else:
-            out.append(absolute[k[4:]] if k.startswith("abs:") else relative[k[4:]])
+    found = [None if k is None or k in ambiguous else
+             absolute[k[4:]] if k.startswith("abs:") else relative[k[4:]] for k in keys]
     for k in sorted(ambiguous):
         log.warning("groups_csv: '%s' matches %d images; give a longer path", k[4:], uses[k])
-    missing = out.count("unlisted")
+    missing = sum(r is None for r in found)
     if missing == len(samples):
         raise UserError(f"groups_csv={path}: none of its files match the evaluated images")
     if missing:
         log.warning("groups_csv: %d of %d images are not listed (group 'unlisted')",
                     missing, len(samples))
+    out: dict[str, list[str | None]] = {}
+    for spec, (column, other, values) in zip(group_by, specs, strict=True):
+        out[str(spec)] = [
+            "unlisted" if r is None else (r[column] if other is None or r[other] in values else None)
+            for r in found
+        ]
     return out
 
 
@@ -337,6 +383,31 @@ def trained_class_names(run_dir: Path | None) -> list[str] | None:
     saved = OmegaConf.load(cfg_file)
     classes = OmegaConf.select(saved, "data.classes")
     return list(classes) if classes is not None else None
+
+
+def face_settings_for(
+    model_path: str | os.PathLike[str], face: str | None = None, margin: float | None = None
+) -> FaceSettings:
+    """The face stage a model was trained with (its run's ``data.face``), so evaluate and predict
+    apply exactly what training applied. ``face`` set explicitly is used for a bare ``.keras``
+    file; for a training run it must agree with the recorded one."""
+    run_dir = resolve_model_path(model_path).parent
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    recorded = None
+    if cfg_file.is_file():
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.select(OmegaConf.load(cfg_file), "data") or {}
+        recorded = FaceSettings.from_config(data)
+    if face is None:
+        return recorded or FaceSettings()
+    given = FaceSettings.from_config({"face": face, "face_margin": 0.5 if margin is None else margin})
+    if recorded is not None and given != recorded:
+        raise UserError(
+            f"face={given.mode} (margin {given.margin:g}) differs from what the model was trained with "
+            f"(data.face={recorded.mode}, margin {recorded.margin:g}); leave face unset to use that"
+        )
+    return given
 
 
 def _overridden(prefixes: Sequence[str]) -> bool:
@@ -409,15 +480,21 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The CLI's work, callable without Hydra: select samples, evaluate, write, print."""
     out = Path(out_dir)
     samples, class_names, described, _ = select_samples(cfg)
+    reference = load_reference(cfg.reference, class_names) if cfg.get("reference") else None
     model = load_model(cfg.model_path)
     size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"))
-    groups = read_groups_csv(cfg.groups_csv, samples) if cfg.get("groups_csv") else None
-    log.info("evaluating %s on %d images from %s at %dpx", resolve_model_path(cfg.model_path),
-             len(samples), described, size)
+    face = face_settings_for(cfg.model_path, cfg.get("face"), cfg.get("face_margin"))
+    group_by = list(cfg.get("group_by") or ["group"])
+    groups = read_groups_csv(cfg.groups_csv, samples, group_by) if cfg.get("groups_csv") else None
+    log.info("evaluating %s on %d images from %s at %dpx, face stage: %s",
+             resolve_model_path(cfg.model_path), len(samples), described, size, face.mode)
     result, rows = evaluate_model_with_rows(
         model, samples, class_names, size, out, int(cfg.batch_size), groups=groups,
-        threshold=float(cfg.threshold), mistakes=int(cfg.mistakes),
+        threshold=float(cfg.threshold), mistakes=int(cfg.mistakes), face=face,
     )
+    if reference is not None:
+        log.info("scoring the same %d images with reference=%s", len(rows), reference.name)
+        result["reference"] = score_reference(reference, rows, class_names, float(cfg.threshold))
     if result["skipped"]:
         write_csv(((s["path"], s["reason"]) for s in result["skipped"]), ["path", "reason"],
                   out / "skipped_files.csv")
@@ -434,7 +511,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     with Tracker.start(cfg, out, job_type="evaluate") as tracker:  # a W&B run of job_type evaluate
         tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
         tracker.log_evaluation(result, rows, class_names)
-    print(ev.format_report(result))
+    print(ev.format_report(result, result.get("reference")))
     print(f"outputs: {out}")
     return metrics
 

@@ -159,13 +159,14 @@ def evaluate_predictions(
     y_true: Sequence[int] | np.ndarray,
     prob: Sequence[float] | np.ndarray,
     class_names: Sequence[str],
-    groups: Sequence[Any] | np.ndarray | None = None,
+    groups: Sequence[Any] | np.ndarray | Mapping[str, Sequence[Any]] | None = None,
     threshold: float = 0.5,
 ) -> dict[str, Any]:
     """All metrics for one set of predictions, as a JSON-serialisable dict.
 
     ``prob`` is the probability of ``class_names[1]``. ``groups`` (one label per
-    example, e.g. the source folder) adds a ``per_group`` breakdown so that a
+    example, e.g. the source folder; or several such columns by name, e.g. age band and race)
+    adds a breakdown per column (``groups_by``; the first given one also as ``per_group``) so that a
     good overall accuracy cannot hide a badly served subset.
     """
     y, p = _validate(y_true, prob, class_names, threshold)
@@ -213,22 +214,25 @@ def evaluate_predictions(
     }
 
     if groups is not None:
-        g = np.asarray([str(x) for x in groups], dtype=object)
-        if g.size != n:
-            raise ValueError(f"groups has {g.size} values but there are {n} predictions")
-        per_group: dict[str, dict[str, Any]] = {}
-        for name in sorted(set(g.tolist())):
-            mask = g == name
-            gn = int(mask.sum())
-            gk = int(correct[mask].sum())
-            per_group[name] = {
-                "n": gn,
-                "correct": gk,
-                "accuracy": gk / gn,
-                "accuracy_ci95": wilson_interval(gk, gn),
-            }
-        result["per_group"] = per_group
+        columns = dict(groups) if isinstance(groups, Mapping) else {"group": groups}
+        result["groups_by"] = {col: group_accuracy(correct, labels) for col, labels in columns.items()}
+        given = [col for col in columns if col != "kind"]  # kind: added by evaluate itself
+        if given:
+            result["per_group"] = result["groups_by"][given[0]]
     return result
+
+
+def group_accuracy(correct: np.ndarray, labels: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Accuracy with a Wilson interval per group; a ``None`` label leaves the image out."""
+    g = np.asarray([None if x is None else str(x) for x in labels], dtype=object)
+    if g.size != correct.size:
+        raise ValueError(f"groups has {g.size} values but there are {correct.size} predictions")
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({x for x in g.tolist() if x is not None}):
+        mask = g == name
+        n, k = int(mask.sum()), int(correct[mask].sum())
+        out[name] = {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci95": wilson_interval(k, n)}
+    return out
 
 
 # --------------------------------------------------------------------------- text
@@ -238,8 +242,9 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def format_report(result: Mapping[str, Any]) -> str:
-    """The human-readable block printed to the console after an evaluation."""
+def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None = None) -> str:
+    """The human-readable block printed to the console after an evaluation (with a reference
+    model's figures alongside when one scored the same images)."""
     names = list(result["class_names"])
     lo, hi = result["accuracy_ci95"]
     lines = [
@@ -267,15 +272,22 @@ def format_report(result: Mapping[str, Any]) -> str:
     lines.append("  " + " " * width + "".join(f"{n:>10}" for n in names))
     for name, row in zip(names, result["confusion_matrix"], strict=True):
         lines.append(f"  {name:<{width}}" + "".join(f"{v:>10d}" for v in row))
-    groups = result.get("per_group")
-    if groups:
-        gw = max(12, *(len(g) + 2 for g in groups))
-        lines += ["", f"  {'group':<{gw}}{'n':>8}{'accuracy':>10}   95% CI"]
+    by = result.get("groups_by") or ({"group": result["per_group"]} if result.get("per_group") else {})
+    ref = (reference or {}).get("groups_by", {})
+    for col, groups in by.items():
+        gw = max(12, len(col) + 2, *(len(g) + 2 for g in groups))
+        head = f"  {col:<{gw}}{'n':>8}{'accuracy':>10}   95% CI"
+        lines += ["", head + (f"{'reference':>12}" if col in ref else "")]
         for g, m in groups.items():
             glo, ghi = m["accuracy_ci95"]
-            lines.append(
-                f"  {g:<{gw}}{m['n']:>8d}{m['accuracy']:>10.4f}   {glo:.4f} - {ghi:.4f}"
-            )
+            line = f"  {g:<{gw}}{m['n']:>8d}{m['accuracy']:>10.4f}   {glo:.4f} - {ghi:.4f}"
+            if col in ref and g in ref[col]:
+                line += f"{ref[col][g]['accuracy']:>12.4f}"
+            lines.append(line)
+    if reference:
+        lo, hi = reference["accuracy_ci95"]
+        lines += ["", f"  reference ({reference['name']}): accuracy {reference['accuracy']:.4f} "
+                      f"(95% CI {lo:.4f} - {hi:.4f}) on the same {reference['n']} images"]
     return "\n".join(lines)
 
 

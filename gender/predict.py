@@ -4,21 +4,20 @@ Usage (images, folders and globs, as bare arguments or as a Hydra list)::
 
     python -m gender.predict model_path=outputs/2025-01-01/12-00-00 photo.jpg more/ 'shots/*.png'
     python -m gender.predict model_path=RUN/model.keras 'inputs=[photo.jpg,more/]'
-    python -m gender.predict model_path=RUN face_crop=true group_photo.jpg output=preds.csv
+    python -m gender.predict model_path=RUN no_face=skip group_photo.jpg output=preds.csv
 
 Bare arguments (no ``=``, not an option) are taken as inputs; a path containing ``=`` or ``,``
 must go through ``inputs=['...']`` instead. Folders are searched recursively for image files
 (jpg, jpeg, png, bmp, gif, webp, tif, tiff); a file named explicitly is tried whatever its name.
 
 Any size, PNG or JPEG, grayscale or RGBA (composited on white) is accepted; images are resized to
-the model's input size exactly as in training. Photos larger than the face: ``face_crop=true``
-detects the largest face with OpenCV's bundled Haar cascade and crops a square around it
-(``face_margin`` of the face size added on each side). When no face is found the image is
-predicted whole (``no_face=whole``, the default, status ``ok: no face found, whole image used``)
-or left out (``no_face=skip``, status ``skipped: no face found``).
+the model's input size exactly as in training, through the face stage the model was trained with
+(its run's ``data.face``: ``crop`` or ``align`` find the largest face first, see ``gender.face``).
+When that stage finds no face the image is predicted whole (``no_face=whole``, the default, status
+``ok: no face found, whole image used``) or left out (``no_face=skip``, ``skipped: no face found``).
 
 CSV columns: ``path,class,probability,status`` where ``probability`` is that of the predicted
-class and ``status`` is ``ok``, ``ok: face cropped``, ``ok: no face found, whole image used``,
+class and ``status`` is ``ok``, ``ok: face found``, ``ok: no face found, whole image used``,
 ``skipped: no face found`` or ``error: <reason>`` (an unreadable file never stops the batch).
 Rows keep the order of the inputs (folders and globs expanded in sorted order).
 """
@@ -37,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from gender.data import load_image, open_rgb
+from gender.data import load_face
 from gender.errors import UserError, reported_as_one_line
 from gender.evaluate import (
     decode_batches,
+    face_settings_for,
     load_model,
     model_image_size,
     predict_probs,
@@ -48,15 +48,15 @@ from gender.evaluate import (
     resolve_model_path,
     trained_class_names,
 )
+from gender.face import FaceSettings, check_available
 from gender.io import write_csv
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_CLASSES = ["male", "female"]  # the project's default data.classes order
-FACE_MAX_SIDE = 1024  # detect on a downscaled copy: Haar cost grows with pixel count
 STATUS_OK = "ok"
-STATUS_FACE = "ok: face cropped"
+STATUS_FACE = "ok: face found"
 STATUS_WHOLE = "ok: no face found, whole image used"
 STATUS_NO_FACE = "skipped: no face found"
 
@@ -117,81 +117,21 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 # ---------------------------------------------------------------------------------- faces
-_local = threading.local()
-
-
-def _cascade() -> Any:
-    """One Haar cascade per thread: OpenCV does not promise detectMultiScale is thread-safe."""
-    if getattr(_local, "cascade", None) is None:
-        import cv2
-
-        fix = "install OpenCV 4: pip install 'opencv-python-headless>=4.8,<5'"
-        if not hasattr(cv2, "CascadeClassifier"):
-            raise UserError(f"face_crop=true needs OpenCV's Haar cascade detector, which OpenCV "
-                            f"{cv2.__version__} no longer has; {fix}")
-        folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
-        path = os.path.join(folder, "haarcascade_frontalface_default.xml")
-        cascade = cv2.CascadeClassifier(path) if os.path.isfile(path) else None
-        if cascade is None or cascade.empty():
-            raise UserError(f"face_crop=true: OpenCV's bundled face cascade is missing or "
-                            f"unreadable ({path}); {fix}")
-        _local.cascade = cascade
-    return _local.cascade
-
-
-def detect_face(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Largest frontal face as (x, y, w, h) in ``rgb``'s pixels, or None."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = min(1.0, FACE_MAX_SIDE / max(h, w))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
-                          interpolation=cv2.INTER_AREA)
-    gray = cv2.equalizeHist(gray)
-    min_side = max(20, int(0.05 * min(gray.shape)))
-    faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                        minSize=(min_side, min_side))
-    if len(faces) == 0:
-        return None
-    x, y, fw, fh = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    return (int(x / scale), int(y / scale), int(fw / scale), int(fh / scale))
-
-
-def square_crop_box(
-    face: tuple[int, int, int, int], width: int, height: int, margin: float
-) -> tuple[int, int, int, int]:
-    """Square (left, top, right, bottom) around the face plus ``margin`` per side, kept inside
-    the image (shifted first, shrunk only when the image is too small)."""
-    x, y, w, h = face
-    side = int(round(max(w, h) * (1 + 2 * margin)))
-    side = min(side, width, height)
-    cx, cy = x + w / 2, y + h / 2
-    left = int(round(min(max(cx - side / 2, 0), width - side)))
-    top = int(round(min(max(cy - side / 2, 0), height - side)))
-    return left, top, left + side, top + side
-
-
 def prepare_image(
-    path: str, size: int, face_crop: bool = False, face_margin: float = 0.2,
-    no_face: str = "whole",
+    path: str, size: int, face: FaceSettings | None = None, no_face: str = "whole",
 ) -> tuple[np.ndarray | None, str]:
-    """(uint8 (size, size, 3) image or None, status) for one file; ValueError if unreadable."""
-    if not face_crop:
-        return load_image(path, size), STATUS_OK
-    from PIL import Image
+    """(uint8 (size, size, 3) image or None, status) for one file; ValueError if unreadable.
 
-    im = open_rgb(path, draft=2048)
-    face = detect_face(np.asarray(im))
-    if face is None:
-        if no_face == "skip":
-            return None, STATUS_NO_FACE
-        status = STATUS_WHOLE
-    else:
-        im = im.crop(square_crop_box(face, im.width, im.height, face_margin))
-        status = STATUS_FACE
-    return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8), status
+    The face stage is the training run's own (``data.load_face``), so the model sees what it
+    was trained on.
+    """
+    face = face or FaceSettings()
+    image, missing, _ = load_face(path, size, face=face)
+    if not face.active:
+        return image, STATUS_OK
+    if missing:
+        return (None, STATUS_NO_FACE) if no_face == "skip" else (image, STATUS_WHOLE)
+    return image, STATUS_FACE
 
 
 # -------------------------------------------------------------------------------- predict
@@ -202,22 +142,19 @@ def predict_files(
     image_size: int,
     batch_size: int = 32,
     *,
-    face_crop: bool = False,
-    face_margin: float = 0.2,
+    face: FaceSettings | None = None,
     no_face: str = "whole",
     threshold: float = 0.5,
 ) -> list[Prediction]:
     """Predict every file, in order; an unreadable file gets an ``error: ...`` row, no exception."""
     if no_face not in ("whole", "skip"):
         raise UserError(f"no_face={no_face} is not one of whole, skip")
-    if face_margin < 0:
-        raise UserError(f"face_margin={face_margin} must be >= 0")
-    if face_crop:
-        _cascade()  # fail once, clearly, before any image if the detector is unavailable
+    face = face or FaceSettings()
+    check_available(face)  # fail once, clearly, before any image if the detector is unavailable
     paths = [str(p) for p in paths]
 
     def loader(p: str) -> tuple[np.ndarray | None, str]:
-        return prepare_image(p, image_size, face_crop, face_margin, no_face)
+        return prepare_image(p, image_size, face, no_face)
 
     out: list[Prediction] = []
     for start, items in decode_batches(paths, loader, batch_size):
@@ -286,9 +223,10 @@ def run_predict(
     class_names = class_names_for(cfg.model_path, cfg.get("class_names"))
     model = load_model(cfg.model_path)
     size = model_image_size(model, cfg.get("image_size"))
+    face = face_settings_for(cfg.model_path, cfg.get("face"), cfg.get("face_margin"))
+    log.info("face stage: %s", face.mode if not face.active else f"{face.mode} (margin {face.margin:g})")
     done = iter(predict_files(
-        model, files, class_names, size, int(cfg.batch_size), face_crop=bool(cfg.face_crop),
-        face_margin=float(cfg.face_margin), no_face=str(cfg.no_face),
+        model, files, class_names, size, int(cfg.batch_size), face=face, no_face=str(cfg.no_face),
         threshold=float(cfg.threshold),
     ) if files else [])
     preds = [next(done) if problem is None else _failed(path, problem)

@@ -317,13 +317,19 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
 
     result, rows = {}, []
     if ds.splits["test"]:
-        from gender.evaluate import evaluate_model_with_rows
+        from gender.evaluate import auto_groups, evaluate_model_with_rows
         from gender.evaluation import format_report
 
+        test = ds.splits["test"]
+        groups = {"source": auto_groups(test)} if auto_groups(test) else {}
+        kinds = gdata.image_kinds(ds.cache.kinds)
+        test_kinds = [kinds[i] for i in ds.indices["test"]]
+        if len(set(test_kinds)) > 1:
+            groups["kind"] = test_kinds  # tight crops vs photos: one number must not hide either
         result, rows = evaluate_model_with_rows(
-            model, ds.splits["test"], ds.class_names, ds.image_size, run_dir,
+            model, test, ds.class_names, ds.image_size, run_dir,
             int(cfg.data.batch_size), images=ds.cache.images[ds.indices["test"]],
-            predictions_name="predictions_test.csv")
+            groups=groups or None, predictions_name="predictions_test.csv")
         print(format_report(result), flush=True)
     epochs_run = len(history)
     metrics = {
@@ -350,6 +356,8 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
             "test_time_flip": bool(cfg.model.get("test_time_flip")),  # the test figures' model
         },
         "split_sizes": {k: len(v) for k, v in ds.splits.items()},
+        "face": {"mode": ds.report.face_mode, "margin": float(cfg.data.get("face_margin", 0.5)),
+                 "no_face_found": ds.report.no_face},
         "overrides": _overrides(),
         "params": {"optimizer.lr": float(cfg.optimizer.lr),
                    "model.dropout": float(cfg.model.get("dropout", 0.0))},

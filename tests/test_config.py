@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from gender import PROJECT_ROOT
 from gender.config import validate
+from gender.errors import UserError
 
 GROUPS = {
     group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
@@ -18,9 +19,12 @@ GROUPS = {
 }
 
 
+REQUIRED = {("data/split", "holdout_kind"): ["data.split.holdout_kind=128x128"]}  # options with a ??? key
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_option_composes_and_validates(group, option):
-    cfg = compose_cfg(f"{group}={option}")
+    cfg = compose_cfg(f"{group}={option}", *REQUIRED.get((group, option), []))
     assert OmegaConf.select(cfg, group.replace("/", ".")) is not None or group in (
         "experiment", "hparams_search", "debug")
     validate(cfg)
@@ -80,3 +84,8 @@ def test_cli_shows_the_composed_config_without_tensorflow():
     assert proc.returncode == 0, proc.stderr
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.optimizer._target_ == "keras.optimizers.SGD" and cfg.optimizer.lr == 0.02
+
+
+def test_holdout_kind_without_a_kind_is_one_clear_error():
+    with pytest.raises(UserError, match="data.split.holdout_kind=KIND"):
+        validate(compose_cfg("data/split=holdout_kind"))

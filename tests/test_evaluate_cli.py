@@ -97,7 +97,7 @@ def test_groups_from_sources_and_csv(model, tmp_path):
                           f"{root / 'man' / '0.png'},adult\n"  # absolute: exact match
                           "hijab/1.png,covered\n"  # relative: matched as a path suffix
                           "0.png,ambiguous\n")  # matches woman/0.png and hijab/0.png: not guessed
-    groups = gev.read_groups_csv(groups_csv, samples)
+    groups = gev.read_groups_csv(groups_csv, samples)["group"]
     by_path = {Path(s.path).relative_to(root).as_posix(): g for s, g in zip(samples, groups,
                                                                             strict=True)}
     assert by_path == {"man/0.png": "adult", "hijab/1.png": "covered", "woman/0.png": "unlisted",
@@ -193,5 +193,5 @@ def test_rows_for_tracking(model, data_root, tmp_path):
     samples = [s for s in folder_samples(data_root) if not s.path.endswith(".jpg")]
     result, rows = gev.evaluate_model_with_rows(model, samples, NAMES, 32, tmp_path, mistakes=0)
     assert len(rows) == result["n"] == 9
-    assert set(rows[0]) == {"path", "true", "pred", "prob", "group"}
+    assert set(rows[0]) == {"path", "true", "pred", "prob", "group", "groups"}
     assert sum(r["true"] != r["pred"] for r in rows) == 1

