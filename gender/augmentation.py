@@ -80,10 +80,11 @@ class RandomColor(keras.layers.Layer):
     """
 
     def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
-                 grayscale: float = 0.0, seed: int | None = None, **kwargs):
+                 grayscale: float = 0.0, seed: int | None = None, white_balance: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.brightness, self.contrast = brightness, contrast
         self.saturation, self.grayscale, self.seed = saturation, grayscale, seed
+        self.white_balance = white_balance
         self.generator = keras.random.SeedGenerator(seed)
 
     def _factor(self, n, spread: float):
@@ -94,6 +95,9 @@ class RandomColor(keras.layers.Layer):
             return images
         x = ops.cast(images, "float32")
         n = ops.shape(x)[0]
+        if self.white_balance:  # another camera's colour cast: one gain per channel
+            x = x * (1.0 + keras.random.uniform((n, 1, 1, 3), -self.white_balance, self.white_balance,
+                                                seed=self.generator))
         luma = ops.sum(x * ops.convert_to_tensor([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
         if self.saturation or self.grayscale:
             saturation = self._factor(n, self.saturation)
@@ -111,7 +115,39 @@ class RandomColor(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast,
-                "saturation": self.saturation, "grayscale": self.grayscale, "seed": self.seed}
+                "saturation": self.saturation, "grayscale": self.grayscale, "seed": self.seed,
+                "white_balance": self.white_balance}
+
+
+@keras.saving.register_keras_serializable(package="gender")
+class RandomResolution(keras.layers.Layer):
+    """A share of the images downscaled to a random fraction of their size and scaled back up:
+    the detail lost by a low-resolution camera, a small face in a large photo or an upscaled crop.
+
+    Keras has no such layer. One scale is drawn per batch (a batch resizes as one tensor), and
+    each image of the batch is degraded with probability ``share``.
+    """
+
+    def __init__(self, share: float = 0.0, min_scale: float = 0.35, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.share, self.min_scale, self.seed = share, min_scale, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training or not self.share:
+            return images
+        x = ops.cast(images, "float32")
+        n, h, w = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
+        scale = keras.random.uniform((), self.min_scale, 1.0, seed=self.generator)
+        small = (ops.maximum(8, ops.cast(ops.cast(h, "float32") * scale, "int32")),
+                 ops.maximum(8, ops.cast(ops.cast(w, "float32") * scale, "int32")))
+        low = ops.image.resize(ops.image.resize(x, small, interpolation="area"), (h, w),
+                               interpolation="bilinear")
+        pick = keras.random.uniform((n, 1, 1, 1), seed=self.generator) < self.share
+        return ops.cast(ops.where(pick, low, x), images.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "share": self.share, "min_scale": self.min_scale, "seed": self.seed}
 
 
 def build_augmentation(aug_cfg: Any, seed: int | None = None):
@@ -123,11 +159,19 @@ def build_augmentation(aug_cfg: Any, seed: int | None = None):
         if c.get("flip") or c.get("rotation") or c.get("zoom") or c.get("translation"):
             layers.append(RandomAffine(c.get("flip"), c.get("rotation", 0.0), c.get("zoom", 0.0),
                                        c.get("translation", 0.0), fill_mode=fill, seed=seed))
-        if c.get("brightness") or c.get("contrast") or c.get("saturation") or c.get("grayscale"):
+        if (c.get("brightness") or c.get("contrast") or c.get("saturation") or c.get("grayscale")
+                or c.get("white_balance")):
             layers.append(RandomColor(c.get("brightness", 0.0), c.get("contrast", 0.0),
-                                      c.get("saturation", 0.0), c.get("grayscale", 0.0), seed=seed))
+                                      c.get("saturation", 0.0), c.get("grayscale", 0.0), seed=seed,
+                                      white_balance=c.get("white_balance", 0.0)))
     else:
+        if c.get("white_balance"):
+            from gender.errors import UserError
+
+            raise UserError("augmentation.white_balance needs augmentation.fused=true")
         layers += _keras_layers(c, fill, seed)
+    if c.get("low_resolution"):
+        layers.append(RandomResolution(c.low_resolution, c.get("low_resolution_min_scale", 0.35), seed=seed))
     if c.get("hue"):
         layers.append(keras.layers.RandomHue(c.hue, value_range=(0, 255), seed=seed))
     if c.get("blur"):

@@ -392,7 +392,7 @@ def format_table(r: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint: errors the user can fix are one line on stderr, exit code 2."""
     with reported_as_one_line():

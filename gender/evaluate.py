@@ -520,7 +520,7 @@ def _main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+    @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
     def task(cfg: Any) -> float:
         with reported_as_one_line():
             require_model_path(cfg, "python -m gender.evaluate model_path=outputs/runs/DATE/TIME")

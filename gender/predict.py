@@ -267,7 +267,7 @@ def _main() -> None:
     argv, positional = split_positional(sys.argv[1:])
     sys.argv = [sys.argv[0], *argv]
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+    @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
     def task(cfg: Any) -> None:
         with reported_as_one_line():
             require_model_path(cfg, "python -m gender.predict model_path=outputs/runs/DATE/TIME photo.jpg")

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gender import PROJECT_ROOT
+from gender import CONF_DIR
 from gender.errors import UserError, reported_as_one_line
 from gender.io import write_json
 from gender.training import train
@@ -45,7 +45,7 @@ def _is_multirun() -> bool:
         return False
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train and evaluate; return validation accuracy so sweepers (Optuna) can maximise it."""
     run_dir = Path(cfg.paths.output_dir)
@@ -71,7 +71,7 @@ def precheck(overrides: list[str]) -> None:
     from gender.config import validate
 
     def composed(ovs: list[str]):
-        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name="config", overrides=ovs)
 
     try:

@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from gender.config import dtype_policy
+from gender.errors import UserError
 from gender.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -234,8 +235,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "metrics.json").exists():
-        from gender.errors import UserError
-
         raise UserError(f"{run_dir} already holds a finished run (metrics.json); "
                         "a finished run is never overwritten: choose another hydra.run.dir")
     (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
@@ -290,13 +289,11 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     refit = not fit_marker(run_dir).exists()
     if refit:
         model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
-                  verbose=int(t.verbose))
+                  verbose=int(t.verbose), class_weight=class_weights(t.get("class_weight"), ds.labels("train")))
     else:
         log.info("training already finished in %s: evaluating its best epoch only", run_dir)
     history = _history_rows(run_dir / "history.csv")
     if not history:
-        from gender.errors import UserError
-
         raise UserError("training ran no epoch (trainer.epochs must be >= 1)")
     # training seconds across resumes come from the history; None if the fit predates that column
     elapsed = history[-1].get("elapsed_seconds")
@@ -376,6 +373,17 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     return metrics
 
 
+def class_weights(mode: str | None, labels: np.ndarray) -> dict[int, float] | None:
+    """``balanced``: each class weighs as much in the loss as the other, whatever its share of the
+    training images (the model then has no prior for the majority class on balanced photos)."""
+    if not mode:
+        return None
+    if mode != "balanced":
+        raise UserError(f"trainer.class_weight={mode} is not an option; allowed: null, balanced")
+    counts = np.bincount(labels.astype(int), minlength=2)
+    return {c: float(len(labels) / (2 * counts[c])) for c in range(2) if counts[c]}
+
+
 def environment(seed: int) -> dict[str, Any]:
     """Seed, library versions and git commit: what it takes to reproduce a result."""
     import platform
@@ -392,7 +400,7 @@ def environment(seed: int) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT or Path.cwd(), capture_output=True, text=True,
                                  timeout=10)
             return out.stdout.strip() if out.returncode == 0 else None
         except (OSError, subprocess.SubprocessError):

@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from gender import PROJECT_ROOT
+from gender import CONF_DIR, PROJECT_ROOT
 
-CONF_DIR = str(PROJECT_ROOT / "conf")
+CONF_DIR = str(CONF_DIR)  # tests pass it as a string
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "genderface"
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import compose_cfg, make_images, run_cli
 from omegaconf import open_dict
 
-from gender import PROJECT_ROOT
+from gender import CONF_DIR, PROJECT_ROOT
 from gender.training import train
 
 BENCH_KEYS = (
@@ -174,7 +174,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path, images):
     """Logical devices must exist before TensorFlow initialises: hence a fresh process."""
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED)
-    proc = run_cli("mirrored", str(PROJECT_ROOT / "conf"), str(tmp_path), *FOLDER,
+    proc = run_cli("mirrored", str(CONF_DIR), str(tmp_path), *FOLDER,
                    f"data.root={images}", "trainer.epochs=1", "trainer.verbose=0", "logger=none",
                    "trainer.strategy=mirrored", cwd=tmp_path,
                    env={"PYTHONPATH": str(PROJECT_ROOT)})

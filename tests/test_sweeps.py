@@ -19,9 +19,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from gender import PROJECT_ROOT
+from gender import CONF_DIR, PROJECT_ROOT
 
-CONF = str(PROJECT_ROOT / "conf")
+CONF = str(CONF_DIR)
 SWEEP_FILE = PROJECT_ROOT / "sweeps" / "wandb_sweep.yaml"
 TINY = ("debug=tiny", "trainer.epochs=1", "trainer.verbose=0")
 #: The summary callback, also when conf/hydra/default.yaml does not (yet) name it.

@@ -187,13 +187,13 @@ def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, ca
         cfg = make_cfg(init_timeout="soon")
     elif how == "logger_none":
         cfg = make_cfg()
-        cfg.logger = OmegaConf.load(REPO / "conf" / "logger" / "none.yaml")
+        cfg.logger = OmegaConf.load(REPO / "gender" / "conf" / "logger" / "none.yaml")
     elif how == "mode_disabled":
         cfg = make_cfg(mode="disabled")
     else:
         monkeypatch.setenv("WANDB_MODE", "disabled")
         cfg = make_cfg()
-        cfg.logger = OmegaConf.load(REPO / "conf" / "logger" / "wandb.yaml")
+        cfg.logger = OmegaConf.load(REPO / "gender" / "conf" / "logger" / "wandb.yaml")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with Tracker.start(cfg, run_dir) as tracker:
@@ -277,7 +277,7 @@ def test_two_trackers_in_one_process_are_two_runs(tmp_path, wandb_home):
 def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wandb_home):
     conf = tmp_path / "conf"
     (conf / "logger").mkdir(parents=True)
-    (conf / "logger" / "wandb.yaml").write_text((REPO / "conf/logger/wandb.yaml").read_text())
+    (conf / "logger" / "wandb.yaml").write_text((REPO / "gender/conf/logger/wandb.yaml").read_text())
     (conf / "config.yaml").write_text(textwrap.dedent("""\
         defaults:
           - logger: wandb
@@ -327,7 +327,7 @@ def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wa
 def test_logger_group_composes_with_the_project_config(wandb_home, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "gender" / "conf"), version_base="1.3"):
         default = compose(config_name="config")
         none = compose(config_name="config", overrides=["logger=none"])
         monkeypatch.setenv("WANDB_MODE", "online")
