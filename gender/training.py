@@ -314,7 +314,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
 
     result, rows = {}, []
     if ds.splits["test"]:
-        from gender.evaluate import auto_groups, evaluate_model_with_rows
+        from gender.scoring import auto_groups, evaluate_model_with_rows
         from gender.evaluation import format_report
 
         test = ds.splits["test"]

@@ -108,6 +108,6 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(model_file: Path):
-    from gender.evaluate import load_model
+    from gender.inference import load_model
 
     return load_model(model_file)

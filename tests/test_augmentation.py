@@ -83,7 +83,7 @@ def test_same_seed_same_draws():
 
 
 def test_fused_augmentation_inside_a_saved_model_loads_in_safe_mode(tmp_path):
-    from gender.evaluate import load_model
+    from gender.inference import load_model
 
     aug = build_augmentation(compose_cfg("augmentation=robust",
                                          "augmentation.placement=model").augmentation, seed=0)

@@ -13,7 +13,7 @@ from conftest import CONF_DIR, run_cli
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from gender import evaluate as gev
+from gender import inference, scoring
 from gender.data import Sample, write_manifest
 from gender.errors import UserError
 
@@ -49,7 +49,7 @@ def folder_samples(root: Path) -> list[Sample]:
 def test_evaluate_model_skips_bad_files_and_writes_outputs(model, data_root, tmp_path):
     out = tmp_path / "out"
     # batch_size=3 puts the corrupt file inside a batch with good ones
-    r = gev.evaluate_model(model, folder_samples(data_root), NAMES, 32, out, batch_size=3)
+    r = scoring.evaluate_model(model, folder_samples(data_root), NAMES, 32, out, batch_size=3)
     assert r["n"] == 9 and r["n_skipped"] == 1
     assert r["skipped"][0]["path"].endswith("broken.jpg")
     assert r["accuracy"] == pytest.approx(8 / 9)
@@ -61,7 +61,7 @@ def test_evaluate_model_skips_bad_files_and_writes_outputs(model, data_root, tmp
     wrong = [row for row in rows if row["true"] != row["pred"]]
     assert len(rows) == 9 and len(wrong) == 1 and wrong[0]["path"].endswith("red_one.png")
     assert float(wrong[0]["prob_female"]) > 0.9
-    for name in gev.PLOT_FILES.values():
+    for name in scoring.PLOT_FILES.values():
         assert (out / "plots" / name).stat().st_size > 1000
 
 
@@ -70,9 +70,9 @@ def test_evaluate_model_from_images_array_matches_files(model, data_root, tmp_pa
     from gender.data import load_image
 
     images = np.stack([load_image(s.path, 32) for s in samples])
-    a = gev.evaluate_model(model, samples, NAMES, 32, tmp_path / "a", images=images,
+    a = scoring.evaluate_model(model, samples, NAMES, 32, tmp_path / "a", images=images,
                            predictions_name="predictions_test.csv")
-    b = gev.evaluate_model(model, samples, NAMES, 32, tmp_path / "b")
+    b = scoring.evaluate_model(model, samples, NAMES, 32, tmp_path / "b")
     assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"])
     assert (tmp_path / "a" / "predictions_test.csv").is_file()
 
@@ -86,7 +86,7 @@ def test_groups_from_sources_and_csv(model, tmp_path):
                               "woman"))
         samples.append(Sample(str(write_image(root / "hijab" / f"{i}.png", BLUE, seed=i)), 1,
                               "hijab"))
-    r = gev.evaluate_model(model, samples, NAMES, 32, tmp_path / "out", mistakes=0)
+    r = scoring.evaluate_model(model, samples, NAMES, 32, tmp_path / "out", mistakes=0)
     assert r["per_group"]["hijab"]["accuracy"] == 0.0  # blue images filed as female
     assert r["per_group"]["woman"]["accuracy"] == 1.0
     assert r["per_group"]["man"]["n"] == 2
@@ -97,7 +97,7 @@ def test_groups_from_sources_and_csv(model, tmp_path):
                           f"{root / 'man' / '0.png'},adult\n"  # absolute: exact match
                           "hijab/1.png,covered\n"  # relative: matched as a path suffix
                           "0.png,ambiguous\n")  # matches woman/0.png and hijab/0.png: not guessed
-    groups = gev.read_groups_csv(groups_csv, samples)["group"]
+    groups = scoring.read_groups_csv(groups_csv, samples)["group"]
     by_path = {Path(s.path).relative_to(root).as_posix(): g for s, g in zip(samples, groups,
                                                                             strict=True)}
     assert by_path == {"man/0.png": "adult", "hijab/1.png": "covered", "woman/0.png": "unlisted",
@@ -106,7 +106,7 @@ def test_groups_from_sources_and_csv(model, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("name,kind\nx,y\n")
     with pytest.raises(UserError, match="file,group"):
-        gev.read_groups_csv(bad, samples)
+        scoring.read_groups_csv(bad, samples)
 
 
 def compose_evaluate(*overrides: str):
@@ -131,7 +131,7 @@ def make_run_dir(tmp_path: Path, model_file: Path, data_root: Path) -> Path:
 def test_run_directory_uses_its_test_split(model_file, data_root, tmp_path, capsys):
     run = make_run_dir(tmp_path, model_file, data_root)
     cfg = compose_evaluate(f"model_path={run}")
-    metrics = gev.run_evaluation(cfg, tmp_path / "out")
+    metrics = scoring.run_evaluation(cfg, tmp_path / "out")
     n_test = len(folder_samples(data_root)) - 4
     assert metrics["n"] + metrics["n_skipped"] == n_test
     assert metrics["data"].endswith("(test split)")
@@ -145,20 +145,20 @@ def test_class_order_mismatch_is_refused(model_file, data_root, tmp_path):
     cfg = compose_evaluate(f"model_path={run}", "data=folder", f"data.root={data_root}",
                            "source=folder", "~data.classes.male", "+data.classes.male=[male]")
     with pytest.raises(UserError, match="trained with classes"):
-        gev.run_evaluation(cfg, tmp_path / "out")
+        scoring.run_evaluation(cfg, tmp_path / "out")
 
 
 def test_bad_model_paths(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        gev.resolve_model_path(tmp_path / "nope.keras")
+        inference.resolve_model_path(tmp_path / "nope.keras")
     with pytest.raises(UserError, match="without model.keras"):
-        gev.resolve_model_path(tmp_path)
+        inference.resolve_model_path(tmp_path)
     (tmp_path / "m.h5").write_bytes(b"x")
     with pytest.raises(UserError, match="not a .keras file"):
-        gev.resolve_model_path(tmp_path / "m.h5")
+        inference.resolve_model_path(tmp_path / "m.h5")
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="cannot load model"):
-        gev.load_model(tmp_path / "junk.keras")
+        inference.load_model(tmp_path / "junk.keras")
 
 
 def test_cli_on_a_folder(model_file, data_root, tmp_path):
@@ -186,12 +186,12 @@ def test_cli_user_error_is_one_line(tmp_path):
 
 def test_missing_model_path_is_a_user_error():
     with pytest.raises(UserError, match="model_path is required"):
-        gev.require_model_path(compose_evaluate(), "example")
+        inference.require_model_path(compose_evaluate(), "example")
 
 
 def test_rows_for_tracking(model, data_root, tmp_path):
     samples = [s for s in folder_samples(data_root) if not s.path.endswith(".jpg")]
-    result, rows = gev.evaluate_model_with_rows(model, samples, NAMES, 32, tmp_path, mistakes=0)
+    result, rows = scoring.evaluate_model_with_rows(model, samples, NAMES, 32, tmp_path, mistakes=0)
     assert len(rows) == result["n"] == 9
     assert set(rows[0]) == {"path", "true", "pred", "prob", "group", "groups"}
     assert sum(r["true"] != r["pred"] for r in rows) == 1

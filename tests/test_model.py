@@ -84,7 +84,7 @@ def test_augmentation_inside_the_model_is_inactive_at_inference():
 
 
 def test_test_time_flip_model_averages_mirror_views_and_loads_in_safe_mode(tmp_path):
-    from gender.evaluate import load_model
+    from gender.inference import load_model
     from gender.model import with_test_time_flip
 
     net = build_model(compose_cfg("model=rescnn", "model.widths=[8]", "model.stem_filters=8").model, 32)

@@ -10,10 +10,11 @@ import pytest
 from conftest import run_cli
 from PIL import Image, ImageDraw, ImageFilter
 
-from gender import evaluate as gev
-from gender import predict as gp
+from gender import inference
+from gender import prediction as gp
 from gender.errors import UserError
 from gender.face import FaceSettings, detect_largest, face_view
+from gender.predict import split_positional
 
 NAMES = ["male", "female"]
 RED, BLUE = (200, 60, 40), (40, 60, 200)
@@ -115,7 +116,7 @@ def test_expand_inputs(images, tmp_path):
 
 
 def test_split_positional():
-    keep, pos = gp.split_positional(
+    keep, pos = split_positional(
         ["model_path=m.keras", "a.jpg", "--config-name", "predict", "dir/", "no_face=skip",
          "--cfg", "job"])
     assert pos == ["a.jpg", "dir/"]
@@ -180,7 +181,7 @@ def test_safe_mode_refuses_lambda_layers(tmp_path):
     outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
     with pytest.raises(UserError, match="refusing to load .*Lambda"):
-        gev.load_model(tmp_path / "lambda.keras")
+        inference.load_model(tmp_path / "lambda.keras")
 
 
 def test_class_names_come_from_the_run(tmp_path, model_file):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, make_images, run_cli
 
-from gender.evaluate import load_model
+from gender.inference import load_model
 from gender.training import train
 
 TINY = ["debug=tiny", "logger=none"]

@@ -1,0 +1,185 @@
+"""A saved model and its inputs: load it safely, read what it expects, predict batches of images.
+
+Shared by training (its test evaluation), ``gender.evaluate`` and ``gender.predict``, so every
+path loads, decodes and predicts the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gender.errors import UserError
+from gender.face import FaceSettings
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+
+
+def resolve_model_path(path: str | os.PathLike[str]) -> Path:
+    """A run directory means its ``model.keras``; anything else must be a ``.keras`` file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / MODEL_FILE).is_file():
+            raise UserError(f"model_path={path} is a directory without {MODEL_FILE}; "
+                            "pass a training run directory or a .keras file")
+        return p / MODEL_FILE
+    if not p.exists():
+        raise UserError(f"model_path={path} does not exist")
+    if p.suffix != ".keras":
+        raise UserError(f"model_path={path} is not a .keras file (Keras 3 native format)")
+    return p
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Load a ``.keras`` model in safe mode: a model file must not be able to run code.
+
+    A model holding a Python ``Lambda`` (or other arbitrary code) is refused with a UserError
+    instead of being executed.
+    """
+    model_file = resolve_model_path(path)
+    import keras
+
+    import gender.model  # noqa: F401 - registers MirrorImage, used by test-time-flip models
+
+    try:
+        model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    except Exception as e:  # keras raises ValueError/TypeError/OSError/zip errors alike
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        if "safe_mode" in str(e) or "arbitrary code" in str(e):
+            raise UserError(
+                f"refusing to load {model_file}: it contains Python code (e.g. a Lambda layer) "
+                "that only loads with safe_mode off; rebuild the model without it"
+            ) from None
+        raise UserError(f"cannot load model {model_file}: {first[:200]}") from None
+    _check_output(model, model_file)
+    return model
+
+
+def _check_output(model: Any, where: Path) -> None:
+    shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
+    if shape is None or len(shape) != 2 or shape[-1] not in (1, 2):
+        raise UserError(f"{where}: expected one sigmoid output unit (or a 2-way softmax), "
+                        f"got output shape {model.output_shape}")
+
+
+def model_image_size(model: Any, fallback: int | None = None) -> int:
+    """Side length the model expects, read from its input shape (models take square RGB)."""
+    shape = model.input_shape
+    if isinstance(shape, list):
+        raise UserError(f"expected a model with one image input, got inputs {shape}")
+    if len(shape) != 4 or shape[-1] != 3:
+        raise UserError(f"expected a model taking (size, size, 3) images, got input {shape}")
+    h, w = shape[1], shape[2]
+    if h is None or w is None:
+        if not fallback:
+            raise UserError("the model accepts any image size; set image_size=N")
+        return int(fallback)
+    if h != w:
+        raise UserError(f"expected a square model input, got {h}x{w}")
+    return int(h)
+
+
+def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
+    """Probability of class index 1 for a batch of raw [0, 255] RGB images."""
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.float64)
+    x = np.asarray(images, dtype=np.float32)
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # predict_on_batch under a multi-replica strategy returns one copy of the batch per
+        # replica (Keras 3); predict splits the batch across the replicas correctly
+        out = model.predict(x, batch_size=len(x), verbose=0)
+    else:
+        out = model.predict_on_batch(x)
+    out = np.asarray(out, dtype=np.float64)
+    prob = out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(len(images))
+    if not np.isfinite(prob).all():
+        raise UserError("the model produced non-finite outputs (NaN/inf); the weights are broken")
+    if (prob < -1e-6).any() or (prob > 1 + 1e-6).any():
+        raise UserError("the model's output is not a probability (values outside [0, 1]); "
+                        "expected a sigmoid output layer")
+    return np.clip(prob, 0.0, 1.0)
+
+
+def _try(loader: Callable[[str], Any], path: str) -> Any:
+    try:
+        return loader(path)
+    except (ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            return "missing: file not found"
+        return (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
+
+
+def decode_batches(
+    paths: Sequence[str],
+    loader: Callable[[str], Any],
+    batch_size: int,
+    workers: int | None = None,
+) -> Iterator[tuple[int, list[Any]]]:
+    """Yield ``(start, items)`` per batch; an item is what ``loader`` returned or a one-line
+    reason string when it raised ValueError/OSError.
+
+    A file that fails to decode becomes a reason string, so one bad file never stops the rest.
+    """
+    workers = workers or min(4, (os.cpu_count() or 1) + 1)
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            yield start, list(ex.map(lambda p: _try(loader, p), chunk))
+
+
+def trained_class_names(run_dir: Path | None) -> list[str] | None:
+    """Class order the model was trained with, from the run's saved Hydra config."""
+    if run_dir is None:
+        return None
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(cfg_file)
+    classes = OmegaConf.select(saved, "data.classes")
+    return list(classes) if classes is not None else None
+
+
+def face_settings_for(
+    model_path: str | os.PathLike[str], face: str | None = None, margin: float | None = None
+) -> FaceSettings:
+    """The face stage a model was trained with (its run's ``data.face``), so evaluate and predict
+    apply exactly what training applied. ``face`` set explicitly is used for a bare ``.keras``
+    file; for a training run it must agree with the recorded one."""
+    run_dir = resolve_model_path(model_path).parent
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    recorded = None
+    if cfg_file.is_file():
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.select(OmegaConf.load(cfg_file), "data") or {}
+        recorded = FaceSettings.from_config(data)
+    if face is None:
+        return recorded or FaceSettings()
+    given = FaceSettings.from_config({"face": face, "face_margin": 0.5 if margin is None else margin})
+    if recorded is not None and given != recorded:
+        raise UserError(
+            f"face={given.mode} (margin {given.margin:g}) differs from what the model was trained with "
+            f"(data.face={recorded.mode}, margin {recorded.margin:g}); leave face unset to use that"
+        )
+    return given
+
+
+def require_model_path(cfg: Any, example: str) -> None:
+    """A missing ``model_path`` is a user mistake: one line with an example, not a traceback."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, "model_path") or not cfg.model_path:
+        raise UserError(f"model_path is required (a training run directory or a .keras file), "
+                        f"e.g. {example}")
+
