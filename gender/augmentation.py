@@ -136,15 +136,18 @@ class RandomResolution(keras.layers.Layer):
     def call(self, images, training=True):
         if not training or not self.share:
             return images
-        x = ops.cast(images, "float32")
-        n, h, w = ops.shape(x)[0], ops.shape(x)[1], ops.shape(x)[2]
-        scale = keras.random.uniform((), self.min_scale, 1.0, seed=self.generator)
-        small = (ops.maximum(8, ops.cast(ops.cast(h, "float32") * scale, "int32")),
-                 ops.maximum(8, ops.cast(ops.cast(w, "float32") * scale, "int32")))
-        low = ops.image.resize(ops.image.resize(x, small, interpolation="area"), (h, w),
-                               interpolation="bilinear")
-        pick = keras.random.uniform((n, 1, 1, 1), seed=self.generator) < self.share
-        return ops.cast(ops.where(pick, low, x), images.dtype)
+        import tensorflow as tf  # a size drawn at run time: keras.ops.image.resize wants static sizes
+
+        x = tf.cast(images, tf.float32)
+        size = tf.shape(x)[1:3]
+        scale = tf.random.stateless_uniform((), self.generator.next(), self.min_scale, 1.0)
+        small = tf.maximum(8, tf.cast(tf.cast(size, tf.float32) * scale, tf.int32))
+        low = tf.image.resize(tf.image.resize(x, small, method="area"), size, method="bilinear")
+        pick = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self.generator) < self.share
+        return tf.cast(tf.where(pick, low, x), images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
     def get_config(self) -> dict:
         return {**super().get_config(), "share": self.share, "min_scale": self.min_scale, "seed": self.seed}

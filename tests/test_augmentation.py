@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from conftest import compose_cfg
 
-from gender.augmentation import RandomAffine, RandomColor, build_augmentation
+from gender.augmentation import RandomAffine, RandomColor, RandomResolution, build_augmentation
 from gender.model import build_model
 
 
@@ -94,3 +94,24 @@ def test_fused_augmentation_inside_a_saved_model_loads_in_safe_mode(tmp_path):
     loaded = load_model(tmp_path / "aug.keras")
     assert isinstance(loaded, keras.Model)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), net.predict(x, verbose=0), atol=1e-5)
+
+
+def test_white_balance_scales_each_channel_on_its_own():
+    x = np.full((64, 8, 8, 3), 120.0, dtype="float32")
+    out = RandomColor(white_balance=0.1, seed=3)(x, training=True).numpy()
+    gains = out[:, 0, 0, :] / 120.0
+    assert 0.89 < gains.min() and gains.max() < 1.11  # [1 - f, 1 + f]
+    assert (gains.max(axis=1) - gains.min(axis=1)).mean() > 0.03  # channels differ: a colour cast
+    assert np.allclose(RandomColor(white_balance=0.1)(x, training=False), x)
+
+
+def test_low_resolution_loses_detail_in_a_share_of_the_images():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (200, 32, 32, 3)).astype("float32")  # all detail, no smooth parts
+    layer = RandomResolution(share=0.5, min_scale=0.35, seed=2)
+    out = layer(x, training=True).numpy()
+    changed = np.abs(out - x).mean(axis=(1, 2, 3)) > 1
+    assert 0.35 < changed.mean() < 0.65  # about the share
+    detail = lambda a: np.abs(np.diff(a, axis=2)).mean(axis=(1, 2, 3))  # noqa: E731
+    assert (detail(out[changed]) < 0.8 * detail(x[changed])).all()  # smoother: detail was lost
+    assert out.shape == x.shape and np.array_equal(layer(x, training=False), x)

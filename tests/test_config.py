@@ -57,6 +57,15 @@ def test_experiment_best_changes_several_groups():
     assert cfg.augmentation.zoom > 0 and cfg.augmentation.blur > 0
     assert cfg.model.test_time_flip and list(cfg.model.blocks_per_stage) == [1, 1, 2, 2]
     assert cfg.data.image_size == 80 and cfg.trainer.mixed_precision == "auto"
+    assert cfg.data.face == "align" and cfg.trainer.class_weight == "balanced"
+    assert cfg.augmentation.white_balance > 0 and cfg.augmentation.low_resolution > 0
+    assert cfg.augmentation.fused  # white balance exists only in the fused colour pass
+
+
+def test_previous_best_is_kept_to_compare_against():
+    cfg = compose_cfg("experiment=best_in_domain")
+    assert cfg.data.face == "none" and cfg.augmentation.white_balance == 0
+    assert cfg.trainer.class_weight is None and cfg.data.image_size == 80
 
 
 def test_experiment_fast_is_a_short_schedule_with_light_augmentation():
