@@ -19,6 +19,8 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+import re
+
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -222,13 +224,18 @@ def evaluate_predictions(
     return result
 
 
+def _natural(name: str) -> list[Any]:
+    """Sort key that puts age band 3-9 before 10-19."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
+
+
 def group_accuracy(correct: np.ndarray, labels: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """Accuracy with a Wilson interval per group; a ``None`` label leaves the image out."""
     g = np.asarray([None if x is None else str(x) for x in labels], dtype=object)
     if g.size != correct.size:
         raise ValueError(f"groups has {g.size} values but there are {correct.size} predictions")
     out: dict[str, dict[str, Any]] = {}
-    for name in sorted({x for x in g.tolist() if x is not None}):
+    for name in sorted({x for x in g.tolist() if x is not None}, key=_natural):
         mask = g == name
         n, k = int(mask.sum()), int(correct[mask].sum())
         out[name] = {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci95": wilson_interval(k, n)}

@@ -180,7 +180,8 @@ def evaluate_model(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def parse_group_spec(spec: str) -> tuple[str, str | None, set[str]]:
     """``race`` -> (race, None, {}); ``race@age:20-29/30-39`` -> (race, age, {20-29, 30-39}):
-    a column, optionally only over the rows whose other column takes one of the listed values."""
+    a column, optionally only over the rows whose other column takes one of the listed values.
+    The column ``*`` puts every (selected) row in one group, ``all``: ``*@age:20-29/30-39``."""
     column, _, where = str(spec).partition("@")
     if not where:
         return column, None, set()
@@ -210,7 +211,7 @@ def read_groups_csv(
     with open(p, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         have = set(reader.fieldnames or [])
-        need = {"file"} | {c for c, _, _ in specs} | {o for _, o, _ in specs if o}
+        need = {"file"} | {c for c, _, _ in specs if c != "*"} | {o for _, o, _ in specs if o}
         if not need <= have:
             wanted = ",".join(["file", *sorted(need - {"file"})])
             raise UserError(f"groups_csv={path} needs the columns {wanted} "
@@ -243,7 +244,8 @@ def read_groups_csv(
     out: dict[str, list[str | None]] = {}
     for spec, (column, other, values) in zip(group_by, specs, strict=True):
         out[str(spec)] = [
-            "unlisted" if r is None else (r[column] if other is None or r[other] in values else None)
+            "unlisted" if r is None else None if other is not None and r[other] not in values
+            else "all" if column == "*" else r[column]
             for r in found
         ]
     return out
