@@ -58,6 +58,10 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
     assert result["settings"]["image_size"] == 32 and result["settings"]["batch_size"] == 8
     assert result["settings"]["seed_recipe_files"] == 40  # the seed recipe read the same files
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["tensorflow"]
+    face_ms = result["face_stage_ms_per_image"]  # each data.face mode timed on the same files
+    assert set(face_ms) == {"none", "crop", "align"} and all(v > 0 for v in face_ms.values())
+    assert face_ms["align"] > face_ms["none"]  # detection and landmarks cost something
+    assert "face stage align (ms per image)" in proc.stdout
     assert result["config"]["data"]["root"] == str(images)
     assert "framework / seed recipe" in proc.stdout
 
