@@ -308,10 +308,24 @@ def _manifest_classes(path: Path) -> list[str] | None:
     return [by_label[0], by_label[1]] if set(by_label) == {0, 1} else None
 
 
+def seeded_sample(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
+    """``n`` of the samples, the same ones for the same seed (quick checks, slow reference models);
+    kept in their original order."""
+    if n < 1:
+        raise UserError(f"sample={n} must be a positive number of images")
+    if n >= len(samples):
+        return list(samples)
+    keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=n, replace=False))
+    return [samples[i] for i in keep]
+
+
 def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The CLI's work, callable without Hydra: select samples, evaluate, write, print."""
     out = Path(out_dir)
     samples, class_names, described, _ = select_samples(cfg)
+    if cfg.get("sample"):
+        samples, described = seeded_sample(samples, int(cfg.sample), int(cfg.get("seed", 0))), \
+            f"{described}, a seeded sample of {min(int(cfg.sample), len(samples))}"
     reference = load_reference(cfg.reference, class_names) if cfg.get("reference") else None
     model = load_model(cfg.model_path)
     size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"))

