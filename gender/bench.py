@@ -1,7 +1,7 @@
 """``python -m gender.bench``: throughput of the input pipeline, the training step, end-to-end
 training (the framework's pipeline and the seed's recipe), inference, the face stage's cost per
-image, and peak memory on this machine. The measurements live in ``gender.benchmark``; see
-docs/speed.md.
+image, and peak memory on this machine, then jobs per hour for sweeps (``bench.sweep``). The
+measurements live in ``gender.benchmark`` and ``gender.sweep_cost``; see docs/speed.md.
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ from omegaconf import DictConfig
 
 from gender.benchmark import run_bench
 from gender.errors import reported_as_one_line
+from gender.log import quiet_tensorflow
+from gender.sweep_cost import measure_sweep_jobs, sweep_settings
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Hydra entrypoint: errors the user can fix are one line on stderr, exit code 2."""
+    quiet_tensorflow()
     with reported_as_one_line():
-        run_bench(cfg, cfg.paths.output_dir)
+        sweep, only = sweep_settings(cfg)
+        if not only:
+            run_bench(cfg, cfg.paths.output_dir)
+        if sweep:  # jobs per hour: one job of bench.sweep.preset, end to end (gender/sweep_cost.py)
+            measure_sweep_jobs(cfg, cfg.paths.output_dir)
 
 
 if __name__ == "__main__":

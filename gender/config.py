@@ -6,6 +6,7 @@ checks, so every mistake stops the run before any data is read, with one line na
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,8 +41,103 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, default=None)
 
 
+#: what to say for a mandatory key (``???``) left unset
+REQUIRED_HINTS = {
+    "data.root": "the folder holding one subfolder per class, e.g. data.root=/data/faces",
+    "model_path": "a training run directory or a .keras file",
+}
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, without resolving any interpolation (``hydra:`` ones
+    only resolve inside a job)."""
+    out: list[str] = []
+    if not isinstance(node, DictConfig):
+        return out
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        if full == "hydra":
+            continue
+        if OmegaConf.is_missing(node, key):
+            out.append(full)
+        else:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_interpolation():
+                out += _missing_keys(child, f"{full}.")
+    return out
+
+
+def _non_finite(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys holding a NaN or infinite number (as written, interpolations unresolved)."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _non_finite(v, f"{prefix}{key}.")]
+    if isinstance(node, list):
+        return [k for i, v in enumerate(node) for k in _non_finite(v, f"{prefix[:-1]}[{i}].")]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [prefix[:-1]]
+    return []
+
+
+def _int_value(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_common(cfg: DictConfig) -> None:
+    """Checks every command's config gets: mandatory keys set, numbers finite."""
+    missing = _missing_keys(cfg)
+    if missing:
+        key = missing[0]
+        hint = REQUIRED_HINTS.get(key, f"give it on the command line: {key}=...")
+        group = "data=" + str(_get(cfg, "data.name")) + ": " if key.startswith("data.") else ""
+        raise UserError(f"{key} must be set ({group}{hint})")
+    container = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(container, dict):
+        container.pop("hydra", None)
+    bad = _non_finite(container)
+    if bad:
+        raise UserError(f"{bad[0]}={_get(cfg, bad[0])} is invalid: must be a finite number")
+
+
+def validate_scoring(cfg: DictConfig, command: str) -> None:
+    """``gender.evaluate`` / ``gender.predict`` settings, checked before any file is read."""
+    check_common(cfg)
+    for key in ("batch_size", "sample", "image_size"):
+        value = _get(cfg, key)
+        if key != "batch_size" and value is None:
+            continue
+        if not _int_value(value) or value < 1:
+            raise UserError(f"{key}={value} is invalid: must be a positive integer")
+    threshold = _get(cfg, "threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or \
+            not 0.0 <= threshold <= 1.0:
+        raise UserError(f"threshold={threshold} is invalid: must be a probability in [0, 1]")
+    mistakes = _get(cfg, "mistakes")
+    if mistakes is not None and (not _int_value(mistakes) or mistakes < 0):
+        raise UserError(f"mistakes={mistakes} is invalid: must be an integer >= 0")
+    no_face = _get(cfg, "no_face")
+    if no_face is not None and no_face not in ("whole", "skip"):
+        raise UserError(f"no_face={no_face} is invalid: allowed values are whole, skip")
+    seed = _get(cfg, "seed")
+    if seed is not None and (not _int_value(seed) or seed < 0):
+        raise UserError(f"seed={seed} is invalid: must be an integer >= 0")
+    if _get(cfg, "data.max_pixels") is not None:
+        _check_max_pixels(cfg)
+    del command
+
+
+def _check_max_pixels(cfg: DictConfig) -> None:
+    value = _get(cfg, "data.max_pixels")
+    if value is not None and (not _int_value(value) or value < 1):
+        raise UserError(f"data.max_pixels={value} is invalid: must be a positive integer "
+                        "(pixels per image) or null for the default")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ``UserError`` for the first invalid value, naming the key and what is allowed."""
+    check_common(cfg)
+    seed = _get(cfg, "seed")
+    if not _int_value(seed) or not 0 <= seed < 2**32:
+        raise UserError(f"seed={seed} is invalid: must be an integer in [0, 2^32)")
     positive = {
         "optimizer.lr": float, "data.image_size": int, "data.batch_size": int,
         "trainer.epochs": int,
@@ -49,8 +145,9 @@ def validate(cfg: DictConfig) -> None:
     for key, kind in positive.items():
         value = _get(cfg, key)
         try:
-            ok = value is not None and kind(value) == float(value) and kind(value) > 0
-        except (TypeError, ValueError):
+            ok = value is not None and not isinstance(value, bool) and \
+                math.isfinite(float(value)) and kind(value) == float(value) and kind(value) > 0
+        except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
             what = "a positive integer" if kind is int else "a number > 0"
@@ -63,6 +160,7 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and value not in allowed:
             raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(allowed)}")
     dtype_policy(_get(cfg, "trainer.mixed_precision"))
+    _check_trainer_and_model(cfg)
     split = dict(_get(cfg, "data.split") or {})
     if "holdout_kind" in split and not split.pop("holdout_kind"):  # a kind name, not a ratio
         raise UserError("data/split=holdout_kind needs data.split.holdout_kind=KIND: an original "
@@ -82,3 +180,48 @@ def validate(cfg: DictConfig) -> None:
         if ratios[name] <= 0:
             raise UserError(f"data.split.{name}={ratios[name]} is invalid: the {name} split "
                             "must not be empty (ratio > 0)")
+
+
+MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
+
+
+def _check_trainer_and_model(cfg: DictConfig) -> None:
+    """Values that otherwise fail (or silently do nothing) only after the data was read."""
+    for key in ("trainer.checkpoint.monitor", "trainer.early_stopping.monitor"):
+        value = _get(cfg, key)
+        if value is not None and value not in MONITORS:
+            raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(MONITORS)}")
+    patience = _get(cfg, "trainer.early_stopping.patience")
+    if patience is not None and (not _int_value(patience) or patience < 0):
+        raise UserError(f"trainer.early_stopping.patience={patience} is invalid: must be an "
+                        "integer >= 0")
+    smoothing = _get(cfg, "trainer.label_smoothing")
+    if smoothing is not None and not (isinstance(smoothing, int | float) and 0 <= smoothing < 1):
+        raise UserError(f"trainer.label_smoothing={smoothing} is invalid: must be in [0, 1)")
+    class_weight = _get(cfg, "trainer.class_weight")
+    if class_weight not in (None, "balanced"):
+        raise UserError(f"trainer.class_weight={class_weight} is invalid: allowed values are "
+                        "null, balanced")
+    for key in ("trainer.limit_batches", "trainer.logical_cpus"):
+        value = _get(cfg, key)
+        if value is not None and (not _int_value(value) or value < 1):
+            raise UserError(f"{key}={value} is invalid: must be a positive integer or null")
+    _check_max_pixels(cfg)
+    warmup = _get(cfg, "optimizer.warmup_epochs")
+    if warmup is not None and not (isinstance(warmup, int | float) and warmup >= 0):
+        raise UserError(f"optimizer.warmup_epochs={warmup} is invalid: must be >= 0")
+    ratio = _get(cfg, "optimizer.min_lr_ratio")
+    if ratio is not None and not (isinstance(ratio, int | float) and 0 <= ratio <= 1):
+        raise UserError(f"optimizer.min_lr_ratio={ratio} is invalid: must be in [0, 1]")
+    if _get(cfg, "data") is not None:
+        from gender.face import FaceSettings
+
+        FaceSettings.from_config(cfg.data)  # data.face and data.face_margin
+    # the seed CNN halves the image at each of its pooling layers: below 2^n pixels a side,
+    # Keras fails while building the model, after the data was decoded
+    if _get(cfg, "model.name") == "seed_cnn":
+        pools = len(_get(cfg, "model.filters") or [])
+        size = _get(cfg, "data.image_size")
+        if _int_value(size) and size < 2 ** pools:
+            raise UserError(f"data.image_size={size} is too small for model=seed_cnn: its "
+                            f"{pools} pooling layers need at least {2 ** pools} pixels a side")

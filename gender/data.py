@@ -9,14 +9,19 @@ uint8 batches from that array, so the input pipeline stays behind the training s
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import logging
 import os
+import shutil
+import stat
+import sys
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,9 @@ DATA_HELP = (
     "or try the offline demo set with data=synthetic"
 )
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is bad data, not a half-grey image
+#: images with more pixels are skipped as decompression bombs, by training, evaluate and predict
+#: alike (``data.max_pixels``; the same default as conf/data/folder.yaml)
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class DataReport:
     conflicts: list[tuple[str, str]] = field(default_factory=list)  # (path, classes)
     face_mode: str = "none"
     no_face: int = 0  # readable images in which the face stage found no face (whole image used)
+    warnings: list[str] = field(default_factory=list)  # what makes a figure of this run weak
 
     def summary(self) -> str:
         reasons = Counter(reason.split(":")[0] for _, reason in self.bad)
@@ -72,6 +81,7 @@ class DataReport:
             f"{len(self.conflicts)} files with conflicting labels excluded"
             + (f"; face stage ({self.face_mode}): no face found in {self.no_face} images, "
                "whole image used" if self.face_mode != "none" else "")
+            + "".join(f"; WARNING: {w}" for w in self.warnings)
         )
 
 
@@ -98,10 +108,19 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in {"Thumbs.db", "desktop.ini"}  # .DS_Store, ._* too
 
 
-def _list_files(folder: Path) -> tuple[list[Path], int]:
-    """All non-hidden files under ``folder`` (recursively, sorted) and the number of hidden ones."""
+def _list_files(folder: Path, report: DataReport | None = None) -> tuple[list[Path], int]:
+    """All non-hidden files under ``folder`` (recursively, sorted) and the number of hidden ones.
+
+    A subfolder that cannot be listed is recorded in ``report.bad``: its files are not silently
+    missing from the data."""
     files, hidden = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder):
+
+    def unreadable(error: OSError) -> None:
+        if report is not None and error.filename:
+            report.total += 1
+            report.bad.append((str(error.filename), f"unreadable folder: {error.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in sorted(filenames):
             if _is_hidden(name):
@@ -153,7 +172,7 @@ def discover(
                     f"(folders there: {', '.join(have) or 'none'})"
                 )
             mapped.add(path.resolve())
-            files, hidden = _list_files(path)
+            files, hidden = _list_files(path, report)
             report.ignored_hidden += hidden
             samples += [Sample(str(f), label, str(folder)) for f in files]
             count += len(files)
@@ -176,15 +195,36 @@ def discover(
 
 
 # ------------------------------------------------------------------------------- decoding
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer or float grayscale as 8-bit "L" with the same brightness: PIL's
+    own conversion clips every value above 255 to white."""
+    a = np.asarray(im)
+    if im.mode.startswith("I;16") or (im.mode == "I" and a.size and a.max() > 255):
+        a = a.astype(np.float64) / 257.0  # 65535 -> 255
+    elif im.mode == "F":
+        a = np.nan_to_num(a.astype(np.float64))
+        if a.size and a.min() >= 0.0 and a.max() <= 1.0:  # a [0, 1] float image
+            a = a * 255.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
 def open_rgb(path: str | os.PathLike, draft: int | None = None,
              max_pixels: int | None = None) -> Image.Image:
     """Decode any PIL-readable image to an RGB PIL image; raise ValueError on bad files.
 
-    Grayscale and palette images become RGB, transparency is composited on white, EXIF rotation
-    is applied. ``draft`` lets JPEG decode at a reduced scale (at least that many pixels a side).
+    One loader for every kind of image, with its real pixels: grayscale (8- or 16-bit) and palette
+    images become RGB, 16-bit channels are scaled (not clipped) to 8 bits, CMYK is converted,
+    transparency is composited on white, EXIF rotation is applied, and an animated image gives
+    its first frame. ``draft`` lets JPEG decode at a reduced scale (at least that many pixels a
+    side). Images over ``max_pixels`` (None: ``DEFAULT_MAX_PIXELS``) are refused unread.
+    Raises OSError when the file cannot be read at all (missing, permissions).
     """
     path = Path(path)
-    if path.stat().st_size == 0:
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    if info.st_size == 0:
         raise ValueError("empty: zero-byte file")
     try:
         with Image.open(path) as im:
@@ -195,14 +235,20 @@ def open_rgb(path: str | os.PathLike, draft: int | None = None,
                 im.draft("RGB", (draft, draft))
             im.load()
             im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I") or im.mode == "F":
+                im = _eight_bit(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
             rgb = im.convert("RGB")
             rgb.info["original_size"] = original  # before draft decoding and EXIF rotation
             return rgb
-    except ValueError:
+    except ValueError as e:
+        if str(e).startswith("conversion from"):  # e.g. LAB or HSV: PIL has no way to RGB
+            raise ValueError(f"not supported: {e}") from None
         raise
+    except (FileNotFoundError, PermissionError):
+        raise  # unreadable, not bad data: the caller says so (and retries it next time)
     except UnidentifiedImageError:
         raise ValueError("not an image: unidentified or unsupported format") from None
     except Image.DecompressionBombError as e:
@@ -242,12 +288,80 @@ def _file_digest(path: str) -> str:
 
 
 def cache_key(paths: Sequence[str], image_size: int, max_pixels: int | None, face: str = "none") -> str:
-    """Key a cache by the exact files (path, size, mtime) and the decode settings."""
+    """Key a cache by the exact files (path, size, mtime, readable) and the decode settings.
+
+    A file that cannot be read now (a broken link, a symlink loop, no permission) gets another
+    key than once it can: fixing it rebuilds the cache instead of reusing the failure."""
     h = hashlib.sha1(f"v{CACHE_VERSION}|{image_size}|{max_pixels}|{face}".encode())
     for p in paths:
-        st = os.stat(p)
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            h.update(f"{p}|unreadable:{e.errno}\n".encode())
+            continue
+        readable = "" if os.access(p, os.R_OK) else "|no-read"
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}{readable}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _unreadable_reason(error: OSError) -> str:
+    """One line for a file that could not be read (as opposed to one that is not a good image)."""
+    if isinstance(error, FileNotFoundError):
+        return "missing: file not found (deleted, moved, or a broken link)"
+    if error.errno == errno.ELOOP:
+        return "unreadable: symlink loop"
+    return f"unreadable: {error.strerror or type(error).__name__}"
+
+
+def _now_readable(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _cache_lock(directory: Path):
+    """One builder per cache directory at a time (jobs of a parallel sweep share it); a killed
+    builder's lock goes with its process."""
+    import fcntl
+
+    with open(directory / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_orphans(directory: Path) -> None:
+    """Temporary files a killed build left behind (only called while holding the lock)."""
+    for orphan in directory.glob(".tmp-*"):
+        try:
+            orphan.unlink()
+            log.info("removed %s, left by an interrupted cache build", orphan.name)
+        except OSError:
+            pass
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocate the whole file now: on a full disk this is an OSError (ENOSPC) here, instead of a
+    SIGBUS later when a page of the memory map cannot be written."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # the filesystem cannot: write zeros
+                f.seek(0, os.SEEK_END)
+                block = b"\0" * (1 << 20)
+                while f.tell() < nbytes:
+                    f.write(block[: nbytes - f.tell()])
+                f.flush()
+                os.fsync(f.fileno())
+            else:
+                raise
 
 
 def build_cache(
@@ -269,35 +383,20 @@ def build_cache(
     tag = "" if not face.active else f"-{face.mode}"
     directory = Path(cache_dir) / f"images-{image_size}px{tag}-{key}"
     index_file = directory / "index.json"
-    reused = index_file.exists()
+    reused = _reusable(index_file)
     if not reused:
-        directory.mkdir(parents=True, exist_ok=True)
-        log.info("decoding %d images at %dpx%s into %s (once per data configuration)", len(paths),
-                 image_size, f" with the face stage ({face.mode})" if face.active else "", directory)
-        with atomic_path(directory / "images.npy") as tmp:
-            out = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3)
-            )
-            reasons = [""] * len(paths)
-            digests = [""] * len(paths)
-            no_face = [False] * len(paths)
-            kinds = [""] * len(paths)
-            lock = threading.Lock()
-
-            def work(i: int) -> None:
-                try:
-                    digests[i] = _file_digest(paths[i])
-                    out[i], no_face[i], kinds[i] = load_face(paths[i], image_size, max_pixels, face)
-                except (ValueError, OSError) as e:
-                    with lock:
-                        reasons[i] = str(e).splitlines()[0] or type(e).__name__
-
-            with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as ex:
-                list(ex.map(work, range(len(paths))))
-            out.flush()
-            del out
-        write_json({"paths": list(paths), "reasons": reasons, "sha1": digests, "no_face": no_face,
-                    "kinds": kinds, "face": face.key()}, index_file)
+        created = not directory.exists()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with _cache_lock(directory):
+                reused = _reusable(index_file)  # another job may have built it while we waited
+                if not reused:
+                    _remove_orphans(directory)
+                    _decode_into(directory, paths, image_size, max_pixels, workers, face)
+        except OSError:
+            if created:  # leave nothing half-built behind: the next build starts clean
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
     index = json.loads(index_file.read_text())
     images = np.load(directory / "images.npy", mmap_mode="r")
     if in_memory is True or (in_memory == "auto" and images.nbytes < _available_memory() // 3):
@@ -308,6 +407,68 @@ def build_cache(
         sha1=index["sha1"], reasons=reasons, no_face=np.array(index["no_face"], dtype=bool),
         kinds=index["kinds"], directory=directory, reused=reused,
     )
+
+
+def _reusable(index_file: Path) -> bool:
+    """A complete cache whose unreadable files are all still unreadable: a file that failed to
+    read (not to decode) and can be read now means the cache must be rebuilt."""
+    if not index_file.exists():
+        return False
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        return False
+    retry = [index["paths"][i] for i in index.get("retry", [])]
+    if any(_now_readable(p) for p in retry):
+        log.info("%d files that could not be read last time are readable now: rebuilding the "
+                 "decode cache", sum(_now_readable(p) for p in retry))
+        return False
+    return True
+
+
+def _decode_into(directory: Path, paths: Sequence[str], image_size: int, max_pixels: int | None,
+                 workers: int | None, face: FaceSettings) -> None:
+    """Decode every file into ``directory/images.npy`` and write ``index.json`` (the marker of a
+    complete cache) last, each atomically."""
+    log.info("decoding %d images at %dpx%s into %s (once per data configuration)", len(paths),
+             image_size, f" with the face stage ({face.mode})" if face.active else "", directory)
+    shape = (len(paths), image_size, image_size, 3)
+    needed = int(np.prod(shape)) + (1 << 20)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (the decoded images need "
+                      f"{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free)",
+                      str(directory))
+    with atomic_path(directory / "images.npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(tmp, os.path.getsize(tmp))
+        reasons = [""] * len(paths)
+        digests = [""] * len(paths)
+        no_face = [False] * len(paths)
+        kinds = [""] * len(paths)
+        retry: list[int] = []
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            try:
+                if not stat.S_ISREG(os.stat(paths[i]).st_mode):  # a pipe would block the read
+                    raise ValueError("not a regular file")
+                digests[i] = _file_digest(paths[i])
+                out[i], no_face[i], kinds[i] = load_face(paths[i], image_size, max_pixels, face)
+            except ValueError as e:
+                with lock:
+                    reasons[i] = str(e).splitlines()[0] or type(e).__name__
+            except OSError as e:  # could not read it at all: retried by the next build
+                with lock:
+                    reasons[i] = _unreadable_reason(e)
+                    retry.append(i)
+
+        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as ex:
+            list(ex.map(work, range(len(paths))))
+        out.flush()
+        del out
+    write_json({"paths": list(paths), "reasons": reasons, "sha1": digests, "no_face": no_face,
+                "kinds": kinds, "face": face.key(), "retry": sorted(retry)}, directory / "index.json")
 
 
 def _available_memory() -> int:
@@ -483,15 +644,12 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     if test_samples:
         splits["test"] = sorted((s for s in test_samples if cache.ok[where[s.path]]),
                                 key=lambda s: s.path)
-    for name in ("val", "test"):
-        one_class = {s.label for s in splits[name]}
-        if len(splits[name]) and len(one_class) < 2:
-            log.warning("the %s split holds one class only (%s): its accuracy says little",
-                        name, class_names[one_class.pop()])
     present = {s.label for s in good}
     if len(present) < 2:
         raise UserError(f"only one class has usable images ({class_names[present.pop()]}); "
                         "need both to train")
+    _check_split_honest(good, splits, ratios, class_names, report,
+                        test_given=bool(test_samples or holdout))
     for name in ("train", "val"):
         if not splits[name]:
             raise UserError(f"data.split.{name} leaves the {name} split empty "
@@ -511,6 +669,39 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     return Datasets(**datasets, splits=splits, class_names=class_names,
                     image_size=int(data_cfg.image_size), report=report, cache=cache,
                     indices=indices, digests=digests, epoch=epoch)
+
+
+def _check_split_honest(
+    good: Sequence[Sample], splits: dict[str, list[Sample]], ratios: dict[str, float],
+    class_names: Sequence[str], report: DataReport, test_given: bool,
+) -> None:
+    """Too little data to split honestly is an error, never a quiet "100% on 1 image": each class
+    needs an image in every split it is split into, and a validation or test split of one class
+    measures nothing about the other. A test split given as such (``data.test_dir``, a held-out
+    kind) of one class is the user's choice: a loud warning, recorded with the run."""
+    needed = [name for name in SPLITS if ratios.get(name, 0) > 0]
+    counts = Counter(s.label for s in good)
+    shown = "/".join(f"{ratios.get(n, 0):g}" for n in SPLITS)
+    for label, name in enumerate(class_names):
+        if counts[label] < len(needed):
+            raise UserError(
+                f"class {name} has {counts[label]} usable images, too few for data.split "
+                f"{shown} (train/val/test), which needs at least {len(needed)} per class (one "
+                f"per split) to measure anything: add images or change data.split")
+    for name in ("val", "test"):
+        labels = {s.label for s in splits[name]}
+        if not splits[name] or len(labels) > 1:
+            continue
+        only = class_names[labels.pop()]
+        message = (f"the {name} split holds one class only ({len(splits[name])} images of "
+                   f"{only}): its accuracy says nothing about the other class")
+        if name == "test" and test_given:
+            report.warnings.append(message)
+            log.warning("%s", message)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            raise UserError(f"{message} (exact duplicates stay together in one split); add "
+                            "images or change data.split")
 
 
 def _drop_label_conflicts(

@@ -25,6 +25,7 @@ from typing import Any
 
 from gender.errors import reported_as_one_line
 from gender.inference import require_model_path
+from gender.log import quiet_tensorflow
 from gender.scoring import run_evaluation
 
 
@@ -34,11 +35,13 @@ def _main() -> None:
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
     def task(cfg: Any) -> float:
+        quiet_tensorflow()
         with reported_as_one_line():
             require_model_path(cfg, "python -m gender.evaluate model_path=outputs/runs/DATE/TIME")
             return run_evaluation(cfg, HydraConfig.get().runtime.output_dir)["accuracy"]
 
-    task()
+    with reported_as_one_line():  # Ctrl-C before the task started: one line, no traceback
+        task()
 
 
 if __name__ == "__main__":

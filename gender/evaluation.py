@@ -1,35 +1,42 @@
-"""Metrics and plots for a binary classifier's predictions.
+"""Metrics for a binary classifier's predictions: one definition of every number.
 
-Pure numpy + matplotlib so that the sweep report, the training run and the
-evaluate/predict CLIs can all share one definition of every number, and so
-that importing it never pulls in TensorFlow.
+The training run's test figures, ``gender.evaluate`` and the reference model all score through
+``evaluate_predictions``; the figures drawn from these numbers (confusion matrix, reliability, ROC,
+most confident mistakes) are at the end. Importing this module never pulls in TensorFlow.
 
 Conventions used throughout:
 
 * ``prob`` is the model's probability of class index 1 (``class_names[1]``).
 * The predicted class is ``1`` when ``prob >= threshold``.
 * Undefined ratios (precision of a class never predicted, recall of a class
-  with no examples) are reported as ``0.0``, matching scikit-learn's
-  ``zero_division=0``; ``roc_auc`` is ``None`` when only one class is present.
+  with no examples) are reported as ``0.0`` (scikit-learn's ``zero_division=0``);
+  ``roc_auc`` is ``None`` when only one class is present.
 * ECE follows Guo et al. (2017): the *confidence of the predicted class*
   (``prob`` if class 1 is predicted, else ``1 - prob``) is put into 15
   equal-width bins over [0, 1] (intervals ``(lo, hi]``, the first one also
-  holds 0), and ECE = sum over bins of ``count/n * |accuracy - mean confidence|``.
+  holds 0, as scikit-learn's ``calibration_curve`` bins), and ECE = sum over bins of
+  ``count/n * |accuracy - mean confidence|``.
+
+ROC, AUC, the calibration curve, the confusion matrix and precision / recall / F1 are
+scikit-learn's; the Wilson interval and ECE (which scikit-learn does not provide) are here.
 """
 
 from __future__ import annotations
 
-import re
-
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import PercentFormatter
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
 
-from gender.io import atomic_path
+from gender.plots import new_figure, save_png
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 EPS = 1e-7  # probability clip for the log loss, same as Keras' epsilon
@@ -55,47 +62,23 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> list[float]:
     return [max(0.0, center - half), min(1.0, center + half)]
 
 
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties get the mean of the ranks they span."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    avg = (starts + 1 + ends) / 2.0
-    return avg[inverse]
-
-
 def roc_auc(y_true: Sequence[int] | np.ndarray, prob: Sequence[float] | np.ndarray) -> float | None:
-    """ROC-AUC via the Mann-Whitney U statistic (ties count one half).
-
-    Rank-based so it is exact, threshold-free and needs no scikit-learn.
-    """
+    """ROC-AUC (scikit-learn; tied scores count one half), None with only one class present."""
     y = np.asarray(y_true).astype(int).ravel()
-    p = np.asarray(prob, dtype=np.float64).ravel()
-    n_pos = int((y == 1).sum())
-    n_neg = int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
+    if len(np.unique(y)) < 2:
         return None
-    ranks = _average_ranks(p)
-    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(prob, dtype=np.float64).ravel()))
 
 
 def roc_curve(
     y_true: Sequence[int] | np.ndarray, prob: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1).
+    """(fpr, tpr) of class 1 from (0, 0) to (1, 1), collinear points dropped (scikit-learn).
 
-    Tied scores move the curve diagonally, so the trapezoid area equals roc_auc.
+    Tied scores move the curve diagonally, so the trapezoid area equals ``roc_auc``.
     """
     y = np.asarray(y_true).astype(int).ravel()
-    p = np.asarray(prob, dtype=np.float64).ravel()
-    n_pos = max(int((y == 1).sum()), 1)
-    n_neg = max(int((y == 0).sum()), 1)
-    values, inverse = np.unique(-p, return_inverse=True)  # descending scores
-    pos = np.bincount(inverse, weights=(y == 1).astype(float), minlength=len(values))
-    neg = np.bincount(inverse, weights=(y == 0).astype(float), minlength=len(values))
-    tpr = np.concatenate([[0.0], np.cumsum(pos) / n_pos])
-    fpr = np.concatenate([[0.0], np.cumsum(neg) / n_neg])
+    fpr, tpr, _ = sk_roc_curve(y, np.asarray(prob, dtype=np.float64).ravel(), pos_label=1)
     return fpr, tpr
 
 
@@ -111,28 +94,20 @@ def calibration(
     p = np.asarray(prob, dtype=np.float64).ravel()
     pred = (p >= threshold).astype(int)
     conf = np.where(pred == 1, p, 1.0 - p)
-    correct = (pred == y).astype(float)
+    correct = (pred == y).astype(int)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.digitize(conf, edges[1:-1], right=True)
-    n = len(y)
-    ece = 0.0
+    # the bin of each prediction, exactly as calibration_curve assigns it (intervals (lo, hi])
+    counts = np.bincount(np.searchsorted(edges[1:-1], conf), minlength=n_bins)
+    accuracy, confidence = calibration_curve(correct, conf, n_bins=n_bins, pos_label=1)
+    filled = iter(zip(accuracy.tolist(), confidence.tolist(), strict=True))  # non-empty bins only
     table: list[dict[str, Any]] = []
+    ece = 0.0
     for b in range(n_bins):
-        mask = idx == b
-        count = int(mask.sum())
-        row: dict[str, Any] = {
-            "lo": float(edges[b]),
-            "hi": float(edges[b + 1]),
-            "count": count,
-            "confidence": None,
-            "accuracy": None,
-        }
-        if count:
-            c = float(conf[mask].mean())
-            a = float(correct[mask].mean())
-            row["confidence"] = c
-            row["accuracy"] = a
-            ece += count / n * abs(a - c)
+        row: dict[str, Any] = {"lo": float(edges[b]), "hi": float(edges[b + 1]),
+                               "count": int(counts[b]), "confidence": None, "accuracy": None}
+        if counts[b]:
+            row["accuracy"], row["confidence"] = next(filled)
+            ece += counts[b] / len(y) * abs(row["accuracy"] - row["confidence"])
         table.append(row)
     return float(ece), table
 
@@ -180,23 +155,14 @@ def evaluate_predictions(
     pc = np.clip(p, EPS, 1.0 - EPS)
     loss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1.0 - pc)))
 
-    cm = np.zeros((2, 2), dtype=int)
-    np.add.at(cm, (y, pred), 1)
-
-    per_class: dict[str, dict[str, float | int]] = {}
-    for c, name in enumerate(class_names):
-        tp = int(cm[c, c])
-        predicted = int(cm[:, c].sum())
-        support = int(cm[c, :].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[str(name)] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": support,
-        }
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, labels=[0, 1], zero_division=0)
+    per_class: dict[str, dict[str, float | int]] = {
+        str(name): {"precision": float(precision[c]), "recall": float(recall[c]),
+                    "f1": float(f1[c]), "support": int(support[c])}
+        for c, name in enumerate(class_names)
+    }
 
     ece, reliability = calibration(y, p, threshold)
 
@@ -298,104 +264,6 @@ def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def _new_figure(width: float, height: float) -> Any:
-    # Figure + Agg canvas directly (no pyplot): no global state, no GUI backend,
-    # safe in worker threads and under any MPLBACKEND setting.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    return Path(path)
-
-
-def plot_confusion_matrix(
-    cm: Sequence[Sequence[int]] | np.ndarray,
-    class_names: Sequence[str],
-    path: str | os.PathLike[str],
-) -> Path:
-    """Counts with row-normalised percentages (recall per true class) in each cell."""
-    m = np.asarray(cm, dtype=int)
-    rows = m.sum(axis=1, keepdims=True)
-    frac = np.divide(m, rows, out=np.zeros(m.shape, dtype=float), where=rows > 0)
-    fig = _new_figure(4.5, 4.0)
-    ax = fig.add_subplot()
-    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, labels=list(class_names))
-    ax.set_yticks(ticks, labels=list(class_names))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            color = "white" if frac[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{m[i, j]}\n{frac[i, j]:.1%}", ha="center", va="center", color=color)
-    ax.set_title(f"Confusion matrix (n={int(m.sum())})")
-    return _save(fig, path)
-
-
-def plot_reliability(
-    reliability: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
-) -> Path:
-    """Reliability diagram: accuracy vs confidence per bin, with the bin counts below."""
-    fig = _new_figure(5.0, 5.5)
-    ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    lo = np.array([b["lo"] for b in reliability], dtype=float)
-    hi = np.array([b["hi"] for b in reliability], dtype=float)
-    counts = np.array([b["count"] for b in reliability], dtype=float)
-    filled = counts > 0
-    acc = np.array([b["accuracy"] if b["count"] else 0.0 for b in reliability], dtype=float)
-    conf = np.array([b["confidence"] if b["count"] else 0.0 for b in reliability], dtype=float)
-    width = hi - lo
-    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    ax.bar(lo[filled], acc[filled], width=width[filled], align="edge", alpha=0.7,
-           edgecolor="black", label="accuracy")
-    ax.plot(conf[filled], acc[filled], "o", color="tab:red", label="(mean confidence, accuracy)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper left")
-    ax.set_title("Reliability (confidence of predicted class)")
-    ax_n.bar(lo, counts, width=width, align="edge", color="gray", edgecolor="black")
-    ax_n.set_xlabel("confidence")
-    ax_n.set_ylabel("count")
-    ax_n.set_xlim(0, 1)
-    return _save(fig, path)
-
-
-def plot_roc(
-    y_true: Sequence[int] | np.ndarray,
-    prob: Sequence[float] | np.ndarray,
-    path: str | os.PathLike[str],
-) -> Path:
-    """ROC curve with its AUC; with one class only the figure says so instead."""
-    fig = _new_figure(4.5, 4.5)
-    ax = fig.add_subplot()
-    auc = roc_auc(y_true, prob)
-    ax.plot([0, 1], [0, 1], "--", color="gray", label="chance")
-    if auc is None:
-        ax.text(0.5, 0.5, "ROC undefined:\nonly one class present", ha="center", va="center")
-    else:
-        fpr, tpr = roc_curve(y_true, prob)
-        ax.plot(fpr, tpr, color="tab:blue", label=f"ROC (AUC = {auc:.4f})")
-        ax.legend(loc="lower right")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC curve")
-    return _save(fig, path)
-
-
 def most_confident_mistakes(
     y_true: Sequence[int] | np.ndarray,
     prob: Sequence[float] | np.ndarray,
@@ -410,6 +278,104 @@ def most_confident_mistakes(
     wrong = np.flatnonzero(pred != y)
     order = np.argsort(-conf[wrong], kind="stable")
     return wrong[order][:k]
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]] | np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Counts and row percentages (recall per true class) in each cell."""
+    m = np.asarray(cm, dtype=int)
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros(m.shape, dtype=float), where=rows > 0)
+    fig = new_figure(4.6, 3.9)
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (row %)",
+                 format=PercentFormatter(1.0, decimals=0))
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, labels=list(class_names))
+    ax.set_yticks(ticks, labels=list(class_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            color = "white" if frac[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{m[i, j]:,}\n{frac[i, j]:.1%}", ha="center", va="center", color=color,
+                    fontsize=11)
+    ax.set_title(f"Confusion matrix (n={int(m.sum()):,})")
+    return save_png(fig, path)
+
+
+def plot_reliability(
+    reliability: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
+) -> Path:
+    """Reliability diagram: accuracy against the predicted class's confidence per bin, with the
+    number of images per bin below. The confidence axis starts at 0.5 (with the default threshold
+    the predicted class is never less likely than that)."""
+    lo = np.array([b["lo"] for b in reliability], dtype=float)
+    hi = np.array([b["hi"] for b in reliability], dtype=float)
+    counts = np.array([b["count"] for b in reliability], dtype=float)
+    filled = counts > 0
+    acc = np.array([b["accuracy"] if b["count"] else 0.0 for b in reliability], dtype=float)
+    conf = np.array([b["confidence"] if b["count"] else 0.0 for b in reliability], dtype=float)
+    # other thresholds can leave the predicted class below 0.5: then show the whole axis
+    start = 0.5 if not filled[hi <= 0.5].any() else 0.0
+    left = np.maximum(lo, start)
+    width = hi - left
+
+    fig = new_figure(4.8, 5.2)
+    ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.plot([start, 1], [start, 1], "--", color="gray", label="perfect calibration")
+    ax.bar(left[filled], acc[filled], width=width[filled], align="edge", alpha=0.7,
+           edgecolor="black", label="accuracy per bin")
+    ax.plot(conf[filled], acc[filled], "o", color="tab:red", ms=4, label="mean confidence")
+    ax.set_ylabel("accuracy")
+    lowest = float(acc[filled].min()) if filled.any() else start
+    ax.set_ylim(min(start, math.floor(lowest * 10) / 10), 1.0)
+    ax.grid(alpha=0.3)
+    ax.set_title("Reliability (confidence of the predicted class)")
+    # below the axes, clear of the bars
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
+    ax_n.bar(left[filled], counts[filled], width=width[filled], align="edge", color="gray",
+             edgecolor="black")
+    ax_n.set_xlabel("confidence of the predicted class")
+    ax_n.set_ylabel("images")
+    ax_n.set_xlim(start, 1.0)
+    return save_png(fig, path)
+
+
+def plot_roc(
+    y_true: Sequence[int] | np.ndarray,
+    prob: Sequence[float] | np.ndarray,
+    path: str | os.PathLike[str],
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """ROC curve of the positive class (``class_names[1]``) with its AUC; with one class only the
+    figure says so instead."""
+    negative, positive = (list(class_names) if class_names else ["class 0", "class 1"])[:2]
+    fig = new_figure(4.4, 4.4)
+    ax = fig.add_subplot()
+    auc = roc_auc(y_true, prob)
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="chance")
+    if auc is None:
+        ax.text(0.5, 0.5, "ROC undefined:\nonly one class present", ha="center", va="center")
+    else:
+        fpr, tpr = roc_curve(y_true, prob)
+        ax.plot(fpr, tpr, color="tab:blue", lw=2, label=f"AUC = {auc:.4f}")
+        ax.legend(loc="lower right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.set_xlabel(f"false positive rate ({negative} called {positive})")
+    ax.set_ylabel(f"true positive rate ({positive} found)")
+    ax.set_title(f"ROC curve, positive class: {positive}")
+    return save_png(fig, path)
 
 
 def plot_mistakes(
@@ -427,14 +393,14 @@ def plot_mistakes(
     p = np.asarray(prob, dtype=np.float64).ravel()
     y = np.asarray(y_true).astype(int).ravel()
     if len(idx) == 0:
-        fig = _new_figure(4.0, 2.0)
+        fig = new_figure(4.0, 2.0)
         ax = fig.add_subplot()
         ax.axis("off")
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
-        return _save(fig, path)
+        return save_png(fig, path)
     cols = int(math.ceil(math.sqrt(len(idx))))
     rows = int(math.ceil(len(idx) / cols))
-    fig = _new_figure(2.2 * cols, 2.5 * rows)
+    fig = new_figure(2.2 * cols, 2.5 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -449,4 +415,4 @@ def plot_mistakes(
             f"true: {class_names[y[i]]}\npred: {class_names[pred]} ({conf:.2f})", fontsize=9
         )
     fig.suptitle(f"Most confident mistakes ({len(idx)} shown)")
-    return _save(fig, path)
+    return save_png(fig, path)

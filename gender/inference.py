@@ -175,6 +175,20 @@ def face_settings_for(
     return given
 
 
+def max_pixels_for(model_path: str | os.PathLike[str], configured: int | None = None) -> int | None:
+    """The image size limit the model's training run applied (its ``data.max_pixels``), so
+    evaluate and predict skip exactly what training skipped; else ``configured`` (None: the
+    loader's default, ``data.DEFAULT_MAX_PIXELS``)."""
+    cfg_file = resolve_model_path(model_path).parent / ".hydra" / "config.yaml"
+    if cfg_file.is_file():
+        from omegaconf import OmegaConf
+
+        value = OmegaConf.select(OmegaConf.load(cfg_file), "data.max_pixels", default=None)
+        if value is not None:
+            return int(value)
+    return configured
+
+
 def require_model_path(cfg: Any, example: str) -> None:
     """A missing ``model_path`` is a user mistake: one line with an example, not a traceback."""
     from omegaconf import OmegaConf

@@ -30,6 +30,7 @@ from typing import Any
 
 from gender.errors import reported_as_one_line
 from gender.inference import require_model_path
+from gender.log import quiet_tensorflow
 from gender.prediction import run_predict
 
 # -------------------------------------------------------------------------------- the CLI
@@ -60,11 +61,13 @@ def _main() -> None:
 
     @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
     def task(cfg: Any) -> None:
+        quiet_tensorflow()
         with reported_as_one_line():
             require_model_path(cfg, "python -m gender.predict model_path=outputs/runs/DATE/TIME photo.jpg")
             run_predict(cfg, HydraConfig.get().runtime.output_dir, positional)
 
-    task()
+    with reported_as_one_line():  # Ctrl-C before the task started: one line, no traceback
+        task()
 
 
 if __name__ == "__main__":

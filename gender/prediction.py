@@ -22,12 +22,13 @@ from gender.inference import (
     decode_batches,
     face_settings_for,
     load_model,
+    max_pixels_for,
     model_image_size,
     predict_probs,
     resolve_model_path,
     trained_class_names,
 )
-from gender.io import write_csv
+from gender.io import check_output_file, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 # ---------------------------------------------------------------------------------- faces
 def prepare_image(
     path: str, size: int, face: FaceSettings | None = None, no_face: str = "whole",
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray | None, str]:
     """(uint8 (size, size, 3) image or None, status) for one file; ValueError if unreadable.
 
@@ -104,7 +106,7 @@ def prepare_image(
     was trained on.
     """
     face = face or FaceSettings()
-    image, missing, _ = load_face(path, size, face=face)
+    image, missing, _ = load_face(path, size, max_pixels, face=face)
     if not face.active:
         return image, STATUS_OK
     if missing:
@@ -123,6 +125,7 @@ def predict_files(
     face: FaceSettings | None = None,
     no_face: str = "whole",
     threshold: float = 0.5,
+    max_pixels: int | None = None,
 ) -> list[Prediction]:
     """Predict every file, in order; an unreadable file gets an ``error: ...`` row, no exception."""
     if no_face not in ("whole", "skip"):
@@ -132,7 +135,7 @@ def predict_files(
     paths = [str(p) for p in paths]
 
     def loader(p: str) -> tuple[np.ndarray | None, str]:
-        return prepare_image(p, image_size, face, no_face)
+        return prepare_image(p, image_size, face, no_face, max_pixels)
 
     out: list[Prediction] = []
     for start, items in decode_batches(paths, loader, batch_size):
@@ -189,7 +192,16 @@ def class_names_for(
 def run_predict(
     cfg: Any, out_dir: str | os.PathLike[str], extra_inputs: Sequence[str] = ()
 ) -> list[Prediction]:
-    """The CLI's work, callable without Hydra: expand inputs, predict, print, write the CSV."""
+    """The CLI's work, callable without Hydra: expand inputs, predict, print, write the CSV.
+
+    Settings and the output file are checked before any image is read (an existing ``output``
+    is replaced only with ``overwrite=true``, a run's files never); a UserError when no input
+    could be predicted (after the CSV listing why is written)."""
+    from gender.config import validate_scoring
+
+    validate_scoring(cfg, "predict")
+    target = check_output_file(cfg.output, bool(cfg.get("overwrite"))) if cfg.get("output") \
+        else Path(out_dir) / "predictions.csv"
     inputs = cfg.get("inputs") or []
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     inputs += list(extra_inputs)
@@ -205,15 +217,16 @@ def run_predict(
     log.info("face stage: %s", face.mode if not face.active else f"{face.mode} (margin {face.margin:g})")
     done = iter(predict_files(
         model, files, class_names, size, int(cfg.batch_size), face=face, no_face=str(cfg.no_face),
-        threshold=float(cfg.threshold),
+        threshold=float(cfg.threshold), max_pixels=max_pixels_for(cfg.model_path),
     ) if files else [])
     preds = [next(done) if problem is None else _failed(path, problem)
              for path, problem in entries]
     width = min(60, max((len(p.path) for p in preds), default=0))
     for p in preds:
         print(format_line(p, width), flush=False)
-    target = Path(cfg.output) if cfg.get("output") else Path(out_dir) / "predictions.csv"
     write_predictions(preds, target)
     n_ok = sum(p.label is not None for p in preds)
     print(f"{n_ok} of {len(preds)} inputs predicted; CSV: {target}", flush=True)
+    if n_ok == 0:
+        raise UserError(f"none of the {len(preds)} inputs could be predicted (see {target})")
     return preds

@@ -6,7 +6,9 @@ the process that launches a sweep, and the only logic here is turning failures i
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -15,8 +17,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gender import CONF_DIR
-from gender.errors import UserError, reported_as_one_line
-from gender.io import write_json
+from gender.errors import (
+    EXIT_INTERRUPTED,
+    FinishedRunError,
+    UserError,
+    describe_write_error,
+    reported_as_one_line,
+    silence_unraisable,
+    write_error,
+)
+from gender.extras import any_plugin_missing, missing_extra, single_run_overrides
+from gender.io import atomic_path, explicit_override, write_json
+from gender.log import quiet_tensorflow
 from gender.training import train
 
 
@@ -32,7 +44,8 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     write_json({"status": "failed", "error": f"{type(error).__name__}: {message}",
                 "overrides": overrides}, run_dir / "failure.json")
-    (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
+    with atomic_path(run_dir / "error.txt") as tmp:
+        tmp.write_text("".join(traceback.format_exception(error)))
 
 
 def _is_multirun() -> bool:
@@ -48,14 +61,28 @@ def _is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Train and evaluate; return validation accuracy so sweepers (Optuna) can maximise it."""
+    quiet_tensorflow()
     run_dir = Path(cfg.paths.output_dir)
     try:
         return float(train(cfg)["val_accuracy"])
     except (Exception, KeyboardInterrupt) as e:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record_failure(run_dir, e)
-        if isinstance(e, KeyboardInterrupt):
+        interrupted = isinstance(e, KeyboardInterrupt)
+        if interrupted:  # a second Ctrl-C must not cut the record short with a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        problem = write_error(e)
+        if not isinstance(e, FinishedRunError):  # a finished run's directory is never written
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                record_failure(run_dir, e)
+            except OSError:  # the disk is full or the folder unwritable: the line below says so
+                pass
+        if interrupted:
             print(f"interrupted: resume with  python -m gender.resume {run_dir}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        if problem is not None and not _is_multirun():
+            silence_unraisable()
+            print(f"error: {describe_write_error(problem)}", file=sys.stderr)
+            sys.exit(1)
         if isinstance(e, UserError) and not _is_multirun():
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
@@ -77,6 +104,8 @@ def precheck(overrides: list[str]) -> None:
     try:
         validate(composed(overrides))
     except MissingConfigException as e:
+        if needs_extra := missing_extra(e):
+            raise needs_extra from None
         group = (e.missing_cfg_file or "?").rsplit("/", 1)
         allowed = ", ".join(e.options or [])
         raise UserError(f"{group[0]}={group[-1]} is not an option; allowed: {allowed}") from None
@@ -99,13 +128,133 @@ def precheck(overrides: list[str]) -> None:
             from None
 
 
+def require_extras(args: list[str]) -> None:
+    """A sweep (``-m``) whose sweeper or launcher is an optional extra that is not installed:
+    one line naming the extra, before Hydra fails with "Could not find 'hydra/sweeper/optuna'"."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = single_run_overrides(args)
+    if overrides is None or not any_plugin_missing():
+        return
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=overrides)
+    except Exception as e:  # noqa: BLE001 - anything else is Hydra's to report
+        if needs_extra := missing_extra(e):
+            raise needs_extra from None
+
+
+def _hydra_dir(overrides: list[str], key: str) -> str:
+    """Where Hydra would put this command's output (``hydra.run.dir`` / ``hydra.sweep.dir``)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    return str(OmegaConf.select(cfg, key))
+
+
+def _quoted(path: str) -> str:
+    """``path`` as a Hydra override value (quoted when it holds characters the grammar parses)."""
+    if re.fullmatch(r"[\w/.:@~+-]+", path):
+        return path
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def claim_new_dir(default: str) -> str:
+    """Create ``default`` (or ``default_2``, ...) so no other command can land in it: two runs
+    started in the same second must not share a directory."""
+    Path(default).parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        candidate = default if n == 1 else f"{default}_{n}"
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot find a new directory next to {default}")
+
+
+def guard_run_dir(args: list[str]) -> str | None:
+    """Before Hydra writes anything (``.hydra/*.yaml``, the log): a new run lands in a new
+    directory; a finished run's directory is refused; an interrupted run's directory continues
+    only with its recorded configuration. Returns the ``hydra.run.dir`` override to add when the
+    run directory was claimed here, else None."""
+    from gender.resume import check_resumable
+
+    given = explicit_override(args, "hydra.run.dir")
+    if given is None:  # the dated default: claim it, so a run started the same second gets another
+        try:
+            return f"hydra.run.dir={_quoted(claim_new_dir(_hydra_dir(args, 'hydra.run.dir')))}"
+        except OSError as e:
+            raise UserError(f"cannot create the run directory: {e}") from None
+    run_dir = Path(given).expanduser().absolute()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"hydra.run.dir={given} is a file, not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=args)
+        print(check_resumable(run_dir, cfg), file=sys.stderr, flush=True)
+        return None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"hydra.run.dir={given}: cannot create it: {e.strerror}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UserError(f"hydra.run.dir={given} is not writable; choose a folder you can write to")
+    return None
+
+
+def guard_sweep_dir(args: list[str]) -> str | None:
+    """A sweep never writes into an existing sweep's directory (its jobs' ``.hydra`` and results
+    would be replaced); the dated default is claimed so two sweeps never share one."""
+    overrides = single_run_overrides(args)
+    if overrides is None:
+        return None
+    given = explicit_override(args, "hydra.sweep.dir")
+    if given is None:
+        try:
+            default = _hydra_dir(overrides, "hydra.sweep.dir")
+        except Exception:  # noqa: BLE001 - a composition problem is Hydra's to report
+            return None
+        try:
+            return f"hydra.sweep.dir={_quoted(claim_new_dir(default))}"
+        except OSError as e:
+            raise UserError(f"cannot create the sweep directory: {e}") from None
+    sweep = Path(given).expanduser().absolute()
+    if sweep.exists() and (not sweep.is_dir() or any(sweep.iterdir())):
+        jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) \
+            if sweep.is_dir() else []
+        finished = [j for j in jobs if (sweep / j / "metrics.json").exists()]
+        raise UserError(
+            f"hydra.sweep.dir={given} already holds {len(jobs)} jobs ({len(finished)} finished); "
+            "their files are never replaced: choose a new sweep directory"
+            + (f", and resume an interrupted job with  python -m gender.resume {sweep}/N"
+               if len(finished) < len(jobs) else ""))
+    return None
+
+
 def cli() -> None:
-    """The console entrypoint: precheck single runs, then hand over to Hydra."""
+    """The console entrypoint (``gender-run``, ``python -m gender.run``): precheck single runs,
+    then hand over to Hydra."""
     args = sys.argv[1:]
-    if not any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: Hydra's own business
+    try:
         with reported_as_one_line():
-            precheck(args)
-    main()
+            claimed = None
+            if not any(a.startswith("-") for a in args):  # -m, --cfg, --help: Hydra's business
+                precheck(args)
+                claimed = guard_run_dir(args)
+            else:
+                require_extras(args)
+                if {a for a in args if a.startswith("-")} <= {"-m", "--multirun"}:
+                    claimed = guard_sweep_dir(args)
+            if claimed:  # pin the directory checked here, whatever the clock says when Hydra starts
+                sys.argv.append(claimed)
+        main()
+    except KeyboardInterrupt:  # before the job started (composition, imports): nothing to resume
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

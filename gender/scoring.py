@@ -27,6 +27,7 @@ from gender.inference import (
     decode_batches,
     face_settings_for,
     load_model,
+    max_pixels_for,
     model_image_size,
     predict_probs,
     resolve_model_path,
@@ -73,6 +74,7 @@ def evaluate_model_with_rows(
     plots_dir: str = "plots",
     mistakes: int = 16,
     face: FaceSettings | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict every sample, compute all metrics, write predictions CSV and plots.
 
@@ -112,7 +114,7 @@ def evaluate_model_with_rows(
         kind: dict[str, str] = {}
 
         def loader(p: str) -> np.ndarray:
-            image, missing, kind[p] = load_face(p, image_size, face=face)
+            image, missing, kind[p] = load_face(p, image_size, max_pixels, face=face)
             if missing:
                 no_face.append(p)  # list.append is atomic: safe from the decode threads
             return image
@@ -161,13 +163,18 @@ def evaluate_model_with_rows(
     ev.plot_confusion_matrix(result["confusion_matrix"], class_names,
                              plots / PLOT_FILES["confusion_matrix"])
     ev.plot_reliability(result["reliability"], plots / PLOT_FILES["reliability"])
-    ev.plot_roc(y, p, plots / PLOT_FILES["roc"])
+    ev.plot_roc(y, p, plots / PLOT_FILES["roc"], class_names)
     if mistakes > 0:
         worst = ev.most_confident_mistakes(y, p, k=mistakes, threshold=threshold)
         if images is not None:
             pics = [np.asarray(images[kept[j]]) for j in worst]
         else:
-            pics = [load_image(samples[kept[j]].path, image_size, face=face) for j in worst]
+            pics = []
+            for j in list(worst):
+                try:  # read again for the picture: a file may have gone since it was scored
+                    pics.append(load_image(samples[kept[j]].path, image_size, max_pixels, face=face))
+                except (ValueError, OSError):
+                    worst = worst[worst != j]
         ev.plot_mistakes(pics, y[worst], p[worst], class_names, plots / PLOT_FILES["mistakes"],
                          k=mistakes, threshold=threshold)
     return result, rows
@@ -321,6 +328,9 @@ def seeded_sample(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
 
 def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The CLI's work, callable without Hydra: select samples, evaluate, write, print."""
+    from gender.config import validate_scoring
+
+    validate_scoring(cfg, "evaluate")  # before any file is read
     out = Path(out_dir)
     samples, class_names, described, _ = select_samples(cfg)
     if cfg.get("sample"):
@@ -337,6 +347,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     result, rows = evaluate_model_with_rows(
         model, samples, class_names, size, out, int(cfg.batch_size), groups=groups,
         threshold=float(cfg.threshold), mistakes=int(cfg.mistakes), face=face,
+        max_pixels=max_pixels_for(cfg.model_path, cfg.data.get("max_pixels")),
     )
     if reference is not None:
         log.info("scoring the same %d images with reference=%s", len(rows), reference.name)
@@ -355,6 +366,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     from gender.tracking import Tracker
 
     with Tracker.start(cfg, out, job_type="evaluate") as tracker:  # a W&B run of job_type evaluate
+        tracker.use_model(resolve_model_path(cfg.model_path))  # lineage: the run that trained it
         tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
         tracker.log_evaluation(result, rows, class_names)
     print(ev.format_report(result, result.get("reference")))

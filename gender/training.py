@@ -7,8 +7,11 @@ entrypoint in ``gender.run`` only composes the config and hands it over.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from gender.config import dtype_policy
-from gender.errors import UserError
+from gender.errors import FinishedRunError, UserError
 from gender.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     t = cfg.trainer
     history_path = run_dir / "history.csv"
     previous = _history_rows(history_path)
-    best_row = best_epoch(previous, t.checkpoint.monitor)
+    best_row = best_weights_row(run_dir, previous, t.checkpoint.monitor)
     best_so_far = float(best_row[t.checkpoint.monitor]) if best_row else None
 
     class EpochSeeds(keras.callbacks.Callback):
@@ -166,8 +169,9 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
             if value is None or (self.best is not None and self.sign * (value - self.best) <= 0):
                 return
             self.best = float(value)
-            with atomic_path(run_dir / "checkpoints" / "best.weights.h5") as tmp:
+            with atomic_path(best_weights_path(run_dir)) as tmp:
                 self.model.save_weights(tmp)
+                _stamp_epoch(tmp, epoch + 1)  # one file says which epoch it holds
 
     callbacks = [EpochSeeds(), LearningRateLogger(), HistoryCSV(),
                  BestWeights(t.checkpoint.monitor, best_so_far)]
@@ -177,17 +181,19 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
             min_delta=float(t.early_stopping.min_delta),
             mode=monitor_mode(t.early_stopping.monitor),
         ))
-    # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / "backup"),
-                                                      double_checkpoint=True))
 
     class FitComplete(keras.callbacks.Callback):
-        """Marks a finished fit, so a run that dies later (evaluation) resumes without retraining."""
+        """Marks a finished fit, so a run that dies later (evaluation) resumes without retraining.
+        Placed before BackupAndRestore, whose on_train_end deletes the resume state: a kill
+        between the two must not leave a run with neither."""
 
         def on_train_end(self, logs=None):
             write_json({"epochs": len(_history_rows(history_path))}, fit_marker(run_dir))
 
     callbacks.append(FitComplete())
+    # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it
+    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir(run_dir)),
+                                                      double_checkpoint=True))
     return callbacks
 
 
@@ -207,6 +213,138 @@ def best_epoch(history: list[dict[str, str]], monitor: str) -> dict[str, str] | 
 
 def fit_marker(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "fit_complete.json"
+
+
+def backup_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "backup"
+
+
+def best_weights_path(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "best.weights.h5"
+
+
+EPOCH_ATTR = "gender_epoch"
+
+
+def _stamp_epoch(weights: Path, epoch: int) -> None:
+    import h5py
+
+    with h5py.File(weights, "a") as f:
+        f.attrs[EPOCH_ATTR] = int(epoch)
+
+
+def best_weights_epoch(run_dir: Path) -> int | None:
+    """The epoch whose weights ``best.weights.h5`` holds; None when absent or not stamped
+    (written before the stamp existed)."""
+    import h5py
+
+    path = best_weights_path(run_dir)
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            return int(f.attrs[EPOCH_ATTR]) if EPOCH_ATTR in f.attrs else None
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def best_weights_row(run_dir: Path, history: list[dict[str, str]], monitor: str) -> dict[str, str] | None:
+    """The history row of the epoch the best weights hold: what metrics.json must describe.
+    Without a stamp (older runs), the history's best by ``monitor``; None without weights."""
+    if not best_weights_path(run_dir).exists():
+        return None
+    epoch = best_weights_epoch(run_dir)
+    if epoch is None:
+        return best_epoch(history, monitor)
+    return next((r for r in history if int(r["epoch"]) == epoch), None)
+
+
+def restored_epoch(run_dir: Path) -> int:
+    """Epochs the resume state holds (Keras continues after them); 0 for a fresh start."""
+    metadata = backup_dir(run_dir) / "training_metadata.json"
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def prepare_resume(run_dir: Path) -> int:
+    """Before ``fit`` continues a run: a loadable resume state (``repair_backup``), and records
+    that agree with it. Epochs after the restored one will be trained again, so their history
+    rows go, and best weights from such an epoch (or from any epoch, when training starts over)
+    go with them: metrics.json then describes weights that exist. Returns the restored epoch."""
+    note = repair_backup(run_dir)
+    if note:
+        log.warning("%s", note)
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+    restored = restored_epoch(run_dir)
+    history_path = run_dir / "history.csv"
+    rows = _history_rows(history_path)
+    kept = [r for r in rows if int(r["epoch"]) <= restored]
+    if len(kept) < len(rows):
+        log.info("resuming after epoch %d: the %d later epochs in history.csv (interrupted before "
+                 "their state was saved) are trained again", restored, len(rows) - len(kept))
+        write_csv(([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in kept),
+                  ["epoch", *HISTORY_KEYS], history_path)
+    stamped = best_weights_epoch(run_dir)
+    best = best_weights_path(run_dir)
+    if best.exists() and ((stamped is not None and stamped > restored)
+                          or (stamped is None and restored == 0)):
+        best.unlink()
+    return restored
+
+
+def _state_problem(weights: Path, metadata: Path) -> str | None:
+    """Why the resume state (weights + ``training_metadata.json``) cannot be trusted, or None.
+
+    Keras' BackupAndRestore only falls back to its earlier state when the weights fail to load
+    (OSError); an empty or truncated metadata file stops it with a JSONDecodeError, and metadata
+    without weights would silently continue from fresh weights at a later epoch."""
+    import h5py
+
+    if not metadata.exists():
+        return f"{metadata.name} is missing" if weights.exists() else None
+    try:
+        epoch = json.loads(metadata.read_text())["epoch"]
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(epoch)
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{metadata.name} is unreadable (empty or truncated)"
+    if not weights.exists():
+        return f"{weights.name} is missing"
+    try:
+        with h5py.File(weights, "r") as f:
+            f.visititems(lambda _, obj: obj.shape if isinstance(obj, h5py.Dataset) else None)
+    except Exception:  # noqa: BLE001 - h5py raises OSError, KeyError, RuntimeError for damage
+        return f"{weights.name} is unreadable (truncated or damaged)"
+    return None
+
+
+def repair_backup(run_dir: Path) -> str | None:
+    """Make the resume state in ``checkpoints/backup`` loadable before ``fit`` reads it.
+
+    A damaged latest state (a kill or a full disk while Keras wrote it) is replaced by the earlier
+    one (``double_checkpoint``): returns a one-line note saying so. Without a readable earlier
+    state: a UserError that says what to delete. None when there is nothing to repair."""
+    folder = backup_dir(run_dir)
+    latest = (folder / "latest.weights.h5", folder / "training_metadata.json")
+    earlier = tuple(Path(f"{p}.bkp") for p in latest)
+    if not any(p.exists() for p in (*latest, *earlier)):
+        return None  # a fresh start
+    problem = _state_problem(*latest)
+    if problem is None and latest[1].exists():
+        return None
+    problem = problem or "the latest state is missing"
+    if all(p.exists() for p in earlier) and _state_problem(*earlier) is None:
+        for src, dst in zip(earlier, latest, strict=True):
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+        epoch = json.loads(earlier[1].read_text())["epoch"]
+        return (f"{folder}: the latest resume state is damaged ({problem}); resuming from the "
+                f"earlier one, after epoch {epoch}")
+    raise UserError(f"cannot resume {run_dir}: its resume state is damaged ({problem}) and no "
+                    f"earlier state is readable; delete {folder} to train this run again from "
+                    "epoch 1, or start a new run")
 
 
 def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmentation=None):
@@ -235,8 +373,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "metrics.json").exists():
-        raise UserError(f"{run_dir} already holds a finished run (metrics.json); "
-                        "a finished run is never overwritten: choose another hydra.run.dir")
+        raise FinishedRunError(f"{run_dir} already holds a finished run (metrics.json); "
+                               "a finished run is never overwritten: choose another hydra.run.dir")
     (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
     env = environment(int(cfg.seed))
     write_json(env, run_dir / "environment.json")
@@ -284,9 +422,11 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         val_ds = val_ds.take(int(t.limit_batches))
     random_states = [v for v in [*model.variables, *(augment.variables if augment else [])]
                      if "seed_generator_state" in v.path]
+    refit = not fit_marker(run_dir).exists()
+    if refit:  # before the callbacks read history.csv and the best weights
+        prepare_resume(run_dir)
     callbacks = make_callbacks(cfg, run_dir, ds.epoch, random_states) + tracker.keras_callbacks()
     fit_started = time.perf_counter()
-    refit = not fit_marker(run_dir).exists()
     if refit:
         model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
                   verbose=int(t.verbose), class_weight=class_weights(t.get("class_weight"), ds.labels("train")))
@@ -298,10 +438,12 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     # training seconds across resumes come from the history; None if the fit predates that column
     elapsed = history[-1].get("elapsed_seconds")
     fit_seconds = float(elapsed) if elapsed else (time.perf_counter() - fit_started if refit else None)
-    best = (best_epoch(history, t.checkpoint.monitor) if t.checkpoint.restore_best else None) \
-        or history[-1]
-    best_weights = run_dir / "checkpoints" / "best.weights.h5"
-    if t.checkpoint.restore_best and best_weights.exists():
+    best_weights = best_weights_path(run_dir)
+    # the reported epoch is the one whose weights are saved, so metrics.json describes model.keras
+    row = best_weights_row(run_dir, history, t.checkpoint.monitor) if t.checkpoint.restore_best \
+        else None
+    best = row or history[-1]
+    if row is not None:
         model.load_weights(str(best_weights))
     jit_compiled = bool(model.jit_compile)  # what ran: Keras may fall back from XLA
     if cfg.model.get("test_time_flip"):
@@ -355,6 +497,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         "split_sizes": {k: len(v) for k, v in ds.splits.items()},
         "face": {"mode": ds.report.face_mode, "margin": float(cfg.data.get("face_margin", 0.5)),
                  "no_face_found": ds.report.no_face},
+        "warnings": list(ds.report.warnings),  # e.g. a test split of one class
         "overrides": _overrides(),
         "params": {"optimizer.lr": float(cfg.optimizer.lr),
                    "model.dropout": float(cfg.model.get("dropout", 0.0))},
@@ -363,12 +506,12 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     write_json(metrics, run_dir / "metrics.json")
     from gender.plots import plot_learning_curves
 
-    plot_learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
+    plot_learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png",
+                         best_epoch=metrics["best_epoch"])
     tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
     if result:
         tracker.log_evaluation(result, rows, ds.class_names)
-    tracker.log_model(run_dir / "model.keras", metadata={"val_accuracy": metrics["val_accuracy"],
-                                                          "test_accuracy": metrics["test_accuracy"]})
+    tracker.log_model(run_dir / "model.keras", metrics)  # aliases best + latest, metrics as metadata
     print(format_metrics(metrics, run_dir), flush=True)
     return metrics
 
@@ -444,6 +587,7 @@ def format_metrics(m: dict[str, Any], run_dir: Path) -> str:
         f"val acc     {pct(m['val_accuracy'])}   loss {m['val_loss']:.4f}",
         f"test acc    {pct(m['test_accuracy'])}   95% CI [{pct(ci[0])}, {pct(ci[1])}]  "
         f"n={m['test_images']}",
+        *(f"WARNING     {w}" for w in m.get("warnings") or []),
         "=" * 60,
     ]
     return "\n".join(lines)

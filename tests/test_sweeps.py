@@ -25,7 +25,7 @@ CONF = str(CONF_DIR)
 SWEEP_FILE = PROJECT_ROOT / "sweeps" / "wandb_sweep.yaml"
 TINY = ("debug=tiny", "trainer.epochs=1", "trainer.verbose=0")
 #: The summary callback, also when conf/hydra/default.yaml does not (yet) name it.
-CALLBACK = "++hydra.callbacks.sweep_summary._target_=gender.reporting.SweepSummaryCallback"
+CALLBACK = "++hydra.callbacks.sweep_summary._target_=gender.sweep_summary.SweepSummaryCallback"
 GRID = {(lr, d) for lr in (0.001, 0.003, 0.006) for d in (0.2, 0.4)}
 
 
@@ -145,7 +145,7 @@ def compose_hydra(*overrides: str):
 # ----------------------------------------------------------------------------- fast checks
 def test_launching_process_never_imports_tensorflow() -> None:
     """Parallel launchers fork/spawn from this process: TensorFlow must start in the jobs only."""
-    code = "import sys, gender.run, gender.reporting, gender.report; print('tensorflow' in sys.modules)"
+    code = "import sys, gender.run, gender.sweep_summary, gender.report; print('tensorflow' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=PROJECT_ROOT,
@@ -336,13 +336,13 @@ def test_grid_sweep_six_jobs_summary_and_one_wandb_group(tmp_path, cache, env) -
     assert command in (sweep / "summary.md").read_text()
     assert json.loads((sweep / "summary.json").read_text())["best"]["command"] == command
 
-    # one offline W&B run per job, all in one group named after the sweep
+    # one offline W&B run per job, all in one group named after the sweep folder (its last two parts)
     groups = set()
     for job in jobs:
         header, summary = wandb_records(job, env)
         groups.add(header["run_group"])
         assert summary["val_accuracy"] == pytest.approx(metrics(job)["val_accuracy"])
-    assert groups == {str(sweep)}
+    assert groups == {"/".join(sweep.parts[-2:])}
 
 
 @pytest.mark.slow

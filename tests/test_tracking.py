@@ -12,15 +12,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gender import tracking
 from gender.tracking import Tracker, flatten, redact_secrets, resolved_config
+from gender.tracking.config import secret_values
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-0123456789abcdef"
@@ -131,12 +130,16 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
                   "per_class": {"male": {"recall": 0.5}}, "confusion_matrix": cm.tolist()}
         tracker.log_summary({"val_accuracy": 0.75, "best_epoch": 2})
         tracker.log_evaluation(result, rows, ["male", "female"])
-        tracker.log_model(run_dir / "model.keras", metadata={"val_accuracy": 0.75})
+        tracker.log_model(run_dir / "model.keras", {"val_accuracy": 0.75, "best_epoch": 2,
+                                                    "test_accuracy_ci95": [0.5, 0.9]})
     assert not tracker.enabled
 
     run = only_run(run_dir)
     summary, records = summary_of(run), records_of(run)
     assert summary["state"] == "finished" and summary["exit_code"] == 0
+    record = json.loads((run_dir / "wandb" / "run.json").read_text())
+    assert record["id"] == summary["run_id"] and record["mode"] == "offline"
+    assert record["folder"] == run.name
     assert summary["project"] == "gender-test" and summary["tags"] == ["test"]
     config = summary["config"]
     assert config["optimizer"]["lr"] == 0.003 and config["model"]["dropout"] == 0.2
@@ -147,7 +150,7 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
 
     epochs = [r["history"]["item"] for r in records
               if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]]
-    assert [e["epoch/epoch"] for e in epochs] == [0, 1]
+    assert [e["epoch/epoch"] for e in epochs] == [1, 2]  # as history.csv and best_epoch count
     assert all({"epoch/accuracy", "epoch/loss", "epoch/val_loss", "epoch/learning_rate"}
                <= e.keys() for e in epochs)
     assert epochs[0]["epoch/learning_rate"] == pytest.approx(0.003)
@@ -157,7 +160,9 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
     assert s["test/accuracy"] == pytest.approx(correct / len(rows))
     assert s["test/per_class/male/recall"] == 0.5
     assert s["test/confusion_matrix_table"]["_type"] == "table-file"
-    assert s["test/roc_table"]["_type"] == "table-file"
+    assert s["test/roc_table"]["_type"] == "table-file"  # wandb.plot.roc_curve's table
+    roc = json.loads((run / "files" / s["test/roc_table"]["path"]).read_text())
+    assert roc["columns"] == ["class", "fpr", "tpr"] and {r[0] for r in roc["data"]} == {"female"}
     table = s["test/predictions"]
     assert table["nrows"] == 5 and table["ncols"] == 7
     table_json = json.loads((run / "files" / table["path"]).read_text())
@@ -167,7 +172,12 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
     artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
     (model_art,) = [a for a in artifacts if a["type"] == "model"]
     assert model_art["name"] == f"model-{summary['run_id']}"
-    assert json.loads(model_art["metadata"])["val_accuracy"] == 0.75
+    assert sorted(model_art["aliases"]) == ["best", "latest"]
+    metadata = json.loads(model_art["metadata"])
+    assert metadata["val_accuracy"] == 0.75 and metadata["best_epoch"] == 2
+    assert metadata["test_accuracy_ci95"] == [0.5, 0.9]
+    assert metadata["config"] == {"seed": 0, "model.name": "tiny", "model.dropout": 0.2,
+                                  "optimizer.name": "adam", "optimizer.lr": 0.003}
     assert [c["path"] for c in model_art["manifest"]["contents"]] == ["model.keras"]
     images = [c["path"] for a in artifacts for c in a["manifest"]["contents"]
               if c["path"].startswith("media/images/")]
@@ -203,7 +213,7 @@ def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, ca
         tracker.log_evaluation({"accuracy": 0.5}, [], ["male", "female"])
         tracker.log_model(run_dir / "model.keras")
     tracker.finish()
-    warnings = [r for r in caplog.records if r.name == "gender.tracking"]
+    warnings = [r for r in caplog.records if r.name.startswith("gender.tracking")]
     assert len(warnings) == (how == "unusable")
     assert list(run_dir.iterdir()) == []
     assert not list(wandb_home.rglob("*"))
@@ -216,7 +226,7 @@ def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wa
         with Tracker.start(make_cfg(mode="online"), run_dir) as tracker:
             assert tracker.enabled
             tracker.log_summary({"test": {"accuracy": 0.6}})
-    warnings = [r for r in caplog.records if r.name == "gender.tracking"]
+    warnings = [r for r in caplog.records if r.name.startswith("gender.tracking")]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     message = warnings[0].getMessage()
     assert "API key" in message and "offline" in message and "\n" not in message
@@ -225,25 +235,72 @@ def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wa
     assert summary["summary"]["test/accuracy"] == 0.6
 
 
-def test_online_unreachable_falls_back_offline_and_later_jobs_skip_the_wait(
-        tmp_path, wandb_home, monkeypatch, caplog):
+JOB_SCRIPT = """
+from pathlib import Path
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from gender.tracking import Tracker
+
+@hydra.main(version_base=None, config_path={conf!r}, config_name="config")
+def main(cfg):
+    started = time.monotonic()
+    with Tracker.start(cfg, Path(HydraConfig.get().runtime.output_dir)) as tracker:
+        print(f"started in {{time.monotonic() - started:.1f}} s", flush=True)
+        tracker.log_summary({{"val_accuracy": cfg.optimizer.lr}})
+
+main()
+"""
+
+
+def hydra_app(tmp_path: Path, logger: str = "wandb") -> Path:
+    """A tiny Hydra app whose job only opens and closes its Tracker, with the real logger group."""
+    conf = tmp_path / "conf"
+    (conf / "logger").mkdir(parents=True)
+    for name in ("wandb", "tensorboard", "none"):
+        (conf / "logger" / f"{name}.yaml").write_text(
+            (REPO / f"gender/conf/logger/{name}.yaml").read_text())
+    (conf / "config.yaml").write_text(textwrap.dedent(f"""\
+        defaults:
+          - logger: {logger}
+          - _self_
+        optimizer: {{lr: 0.001}}
+        model: {{dropout: 0.0}}
+        hydra:
+          job:
+            config:
+              override_dirname:
+                exclude_keys: [logger, experiment]
+        """))
+    script = tmp_path / "job.py"
+    script.write_text(JOB_SCRIPT.format(conf=str(conf)))
+    return script
+
+
+def run_app(script: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    done = subprocess.run([sys.executable, str(script), *args], cwd=script.parent, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_online_unreachable_falls_back_offline_and_later_jobs_skip_the_wait(tmp_path, wandb_home):
+    """The first job waits init_timeout and records offline; the sweep remembers why in its
+    folder, so the next job (in any process) goes straight to offline with one warning."""
     key = "k" * 40
-    monkeypatch.setenv("WANDB_API_KEY", key)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setattr(tracking, "_online_failure", None)
-    cfg = make_cfg(mode="online", init_timeout=2)
-    with caplog.at_level(logging.WARNING, logger="gender.tracking"):
-        for job in ("job0", "job1"):
-            caplog.clear()
-            started = time.monotonic()
-            with Tracker.start(cfg, tmp_path / job) as tracker:
-                assert tracker.enabled
-                tracker.log_summary({"val_accuracy": 0.5})
-            seconds = time.monotonic() - started
-            messages = [r.getMessage() for r in caplog.records if r.name == "gender.tracking"]
-            assert len(messages) == 1 and "offline" in messages[0] and key not in messages[0]
-            assert only_run(tmp_path / job).is_dir()
-    assert seconds < 2, "the second job must not wait for the same timeout again"
+    script = hydra_app(tmp_path)
+    done = run_app(script, "-m", "optimizer.lr=0.1,0.2", "logger.mode=online", "logger.init_timeout=2",
+                   "hydra.sweep.dir=multirun/s", env={"WANDB_API_KEY": key, "HOME": str(wandb_home),
+                                                      "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    output = done.stdout + done.stderr
+    warnings = [line for line in output.splitlines() if "W&B online tracking unavailable" in line]
+    assert len(warnings) == 2 and "earlier in this sweep" in warnings[1]
+    assert key not in output
+    seconds = [float(line.split()[2]) for line in done.stdout.splitlines() if line.startswith("started in")]
+    assert seconds[1] < 2, f"the second job must not wait for the same timeout again: {seconds}"
+    assert (tmp_path / "multirun" / "s" / "wandb" / "online-unavailable.json").is_file()
+    for job in ("0", "1"):
+        assert summary_of(only_run(tmp_path / "multirun" / "s" / job))["state"] == "finished"
 
 
 def test_exception_in_body_finishes_run_as_failed_and_propagates(tmp_path, wandb_home):
@@ -275,53 +332,84 @@ def test_two_trackers_in_one_process_are_two_runs(tmp_path, wandb_home):
 
 
 def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wandb_home):
-    conf = tmp_path / "conf"
-    (conf / "logger").mkdir(parents=True)
-    (conf / "logger" / "wandb.yaml").write_text((REPO / "gender/conf/logger/wandb.yaml").read_text())
-    (conf / "config.yaml").write_text(textwrap.dedent("""\
-        defaults:
-          - logger: wandb
-          - _self_
-        optimizer: {lr: 0.001}
-        model: {dropout: 0.0}
-        """))
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""\
-        from pathlib import Path
-        import hydra
-        from hydra.core.hydra_config import HydraConfig
-        from gender.tracking import Tracker
-
-        @hydra.main(version_base=None, config_path={str(conf)!r}, config_name="config")
-        def main(cfg):
-            with Tracker.start(cfg, Path(HydraConfig.get().runtime.output_dir)) as tracker:
-                tracker.log_summary({{"val_accuracy": cfg.optimizer.lr}})
-
-        main()
-        """))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(script), "-m", "optimizer.lr=0.1,0.2",
-                           "model.dropout=0.5", f"+db.password={SECRET}",
-                           "hydra.sweep.dir=multirun/sweep1"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    jobs = [records_of(only_run(tmp_path / "multirun" / "sweep1" / job)) for job in "01"]
+    script = hydra_app(tmp_path)
+    run_app(script, "-m", "optimizer.lr=0.1,0.2", "model.dropout=0.5", f"+db.password={SECRET}",
+            "hydra.sweep.dir=outputs/multirun/2026-11-27/12-30-00", env={"HOME": str(wandb_home)})
+    sweep = tmp_path / "outputs" / "multirun" / "2026-11-27" / "12-30-00"
+    jobs = [records_of(only_run(sweep / job)) for job in "01"]
     assert [[r["exit"]["exit_code"] for r in recs if r["type"] == "exit"] for recs in jobs] \
         == [[0], [0]]
     headers = [next(r["run"] for r in recs if r["type"] == "run") for recs in jobs]
-    assert [h["run_group"] for h in headers] == ["multirun/sweep1"] * 2
+    # the sweep folder's date and time, whichever folder the command ran from
+    assert [h["run_group"] for h in headers] == ["2026-11-27/12-30-00"] * 2
     assert [h["display_name"] for h in headers] == [
         "+db.password=***,model.dropout=0.5,optimizer.lr=0.1",
         "+db.password=***,model.dropout=0.5,optimizer.lr=0.2"]
-    for path in (tmp_path / "multirun").rglob("*"):  # what W&B wrote, not Hydra's own files
+    assert headers[0]["run_id"] != headers[1]["run_id"]
+    # the job's .hydra/ files go with the run, the secret masked
+    files = only_run(sweep / "0") / "files" / "hydra"
+    assert sorted(p.name for p in files.iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert "+db.password=***" in (files / "overrides.yaml").read_text()
+    for path in (tmp_path / "outputs").rglob("*"):  # what W&B wrote, not Hydra's own files
         if path.is_file() and "wandb" in path.parts:
             assert SECRET.encode() not in path.read_bytes(), path
-    assert headers[0]["run_id"] != headers[1]["run_id"]
     # SWEEP/wandb/ links every job's run: `wandb leet` / `wandb sync` over the whole sweep.
-    links = sorted((tmp_path / "multirun" / "sweep1" / "wandb").iterdir())
+    links = sorted(p for p in (sweep / "wandb").iterdir() if p.name.startswith("offline-run-"))
     assert all(link.is_symlink() for link in links)
     assert sorted(link.resolve() for link in links) == sorted(
-        only_run(tmp_path / "multirun" / "sweep1" / job).resolve() for job in ("0", "1"))
+        only_run(sweep / job).resolve() for job in ("0", "1"))
+
+
+def test_a_run_without_overrides_gets_a_readable_name(tmp_path, wandb_home):
+    script = hydra_app(tmp_path)
+    run_app(script, "hydra.run.dir=plain", env={"HOME": str(wandb_home)})
+    header = header_of(only_run(tmp_path / "plain"))
+    assert header["display_name"] == "defaults" and not header.get("run_group")
+    # only presets on the command line (excluded from names in a sweep): named by them
+    run_app(script, "+experiment=best", "hydra.run.dir=preset", env={"HOME": str(wandb_home)})
+    assert header_of(only_run(tmp_path / "preset"))["display_name"] == "+experiment=best"
+
+
+def test_blank_wandb_mode_in_the_environment_counts_as_unset(tmp_path, wandb_home):
+    """``export WANDB_MODE=`` (blank, common in CI) must not make W&B reject its settings."""
+    script = hydra_app(tmp_path)
+    run_app(script, "hydra.run.dir=run", env={"HOME": str(wandb_home), "WANDB_MODE": ""})
+    assert summary_of(only_run(tmp_path / "run"))["state"] == "finished"
+
+
+def tf_value(event) -> float:
+    """The scalar of a TensorBoard tensor event."""
+    from tensorboard.util import tensor_util
+
+    return float(tensor_util.make_ndarray(event.tensor_proto))
+
+
+def test_tensorboard_logger_alone_and_with_wandb(tmp_path, wandb_home):
+    """logger=tensorboard: Keras' TensorBoard callback, epochs from 1, the final metrics with the
+    job's hyperparameters; no W&B files. logger=[wandb,tensorboard]: both."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name, wandb_too in (("tensorboard", False), ("[wandb,tensorboard]", True)):
+        cfg = make_cfg()
+        composed = OmegaConf.create({})
+        for option in name.strip("[]").split(","):
+            composed = OmegaConf.merge(composed, OmegaConf.load(REPO / f"gender/conf/logger/{option}.yaml"))
+        cfg.logger = composed
+        run_dir = tmp_path / name
+        with Tracker.start(cfg, run_dir) as tracker:
+            assert tracker.enabled == wandb_too
+            tiny_model_fit(tracker.keras_callbacks())
+            tracker.log_summary({"val_accuracy": 0.75, "best_epoch": 2, "status": "completed"})
+        assert (run_dir / "wandb").exists() == wandb_too
+        train = EventAccumulator(str(run_dir / "tensorboard" / "train")).Reload()
+        val = EventAccumulator(str(run_dir / "tensorboard" / "validation")).Reload()
+        assert [e.step for e in train.Tensors("epoch_loss")] == [1, 2]
+        assert [e.step for e in val.Tensors("epoch_accuracy")] == [1, 2]
+        assert "epoch_learning_rate" in train.Tags()["tensors"]
+        final = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+        (point,) = final.Tensors("val_accuracy")
+        assert point.step == 2 and float(tf_value(point)) == pytest.approx(0.75)
+        assert "_hparams_/session_start_info" in final.Tags()["tensors"]
 
 
 def test_logger_group_composes_with_the_project_config(wandb_home, monkeypatch):
@@ -330,6 +418,8 @@ def test_logger_group_composes_with_the_project_config(wandb_home, monkeypatch):
     with initialize_config_dir(config_dir=str(REPO / "gender" / "conf"), version_base="1.3"):
         default = compose(config_name="config")
         none = compose(config_name="config", overrides=["logger=none"])
+        board = compose(config_name="config", overrides=["logger=tensorboard"])
+        both = compose(config_name="config", overrides=["logger=[wandb,tensorboard]"])
         monkeypatch.setenv("WANDB_MODE", "online")
         online = compose(config_name="config")
     assert default.logger.keys() == none.logger.keys()
@@ -337,6 +427,8 @@ def test_logger_group_composes_with_the_project_config(wandb_home, monkeypatch):
     monkeypatch.delenv("WANDB_MODE")
     assert default.logger.mode == "offline" and none.logger.mode == "disabled"
     assert default.logger.project == "gender" and default.logger.log_predictions == 500
+    assert list(board.logger.keys()) == ["tensorboard"]
+    assert set(both.logger.keys()) == {*default.logger.keys(), "tensorboard"}
 
 
 def test_config_helpers():
@@ -348,10 +440,14 @@ def test_config_helpers():
                                                     "x": 1, "tokenizer": "t"}
     assert flatten({"test": {"accuracy": np.float32(0.5), "ci": [0.1, 0.9]}, "nan": float("nan")}) \
         == {"test/accuracy": 0.5, "test/ci": [0.1, 0.9], "nan": None}
+    assert secret_values({"db": {"password": "hunter22"}, "x": "visible"},
+                         ["+api_token=abcdef", "lr=0.1"]) == {"hunter22", "abcdef"}
 
 
+@pytest.mark.slow
 def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
-    """The whole job through ``python -m gender.run``: what W&B wrote, read back with its own reader."""
+    """The whole job through ``python -m gender.run``: what W&B wrote, read back with its own
+    reader; then ``gender.evaluate`` on that run names the model it scored."""
     from conftest import run_cli
 
     run_dir = tmp_path / "run"
@@ -366,11 +462,31 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     assert config["environment"]["packages"]["tensorflow"]  # versions recorded for reproduction
     epochs = [r["history"]["item"] for r in records
               if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]]
-    assert len(epochs) == 3
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    # one epoch numbering: W&B's epoch/epoch, history.csv and best_epoch
+    history = (run_dir / "history.csv").read_text().splitlines()[1:]
+    assert [e["epoch/epoch"] for e in epochs] == [int(r.split(",")[0]) for r in history] == [1, 2, 3]
+    best = next(e for e in epochs if e["epoch/epoch"] == metrics["best_epoch"])
+    assert best["epoch/val_accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-5)
     s = summary["summary"]
     assert s["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert s["test/confusion_matrix_table"]["_type"] == "table-file"
     assert s["test/predictions"]["nrows"] == metrics["test_images"]
-    assert any(r["artifact"]["type"] == "model" for r in records if r["type"] == "artifact")
+    (model_art,) = [r["artifact"] for r in records
+                    if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
+    assert sorted(model_art["aliases"]) == ["best", "latest"]
+    assert json.loads(model_art["metadata"])["best_epoch"] == metrics["best_epoch"]
     assert summary["state"] == "finished"
+    assert (run / "files" / "hydra" / "overrides.yaml").is_file()
+
+    # offline, W&B refuses use_artifact: the training run and the model's digest go in the config
+    eval_dir = tmp_path / "eval"
+    proc = run_cli("gender.evaluate", f"model_path={run_dir}", "logger.mode=offline",
+                   f"hydra.run.dir={eval_dir}", env={"HOME": str(wandb_home)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = summary_of(only_run(eval_dir))
+    link = evaluated["config"]["model_artifact"]
+    assert link["training_run_id"] == summary["run_id"]
+    assert link["artifact"] == f"model-{summary['run_id']}:best"
+    assert link["digest"] == model_art["digest"]
+    assert header_of(only_run(eval_dir))["job_type"] == "evaluate"

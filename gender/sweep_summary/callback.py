@@ -1,0 +1,100 @@
+"""The Hydra callback that keeps ``SWEEP_DIR/summary.*`` current during a multirun."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from gender.sweep_summary.summary import NoJobsError, summarize, write_text
+
+log = logging.getLogger(__name__)
+
+
+def _is_multirun(config: DictConfig) -> bool:
+    mode = OmegaConf.select(config, "hydra.mode", default=None)
+    return mode == RunMode.MULTIRUN or str(mode) in ("MULTIRUN", "RunMode.MULTIRUN")
+
+
+def _sweep_dir(config: DictConfig) -> Path | None:
+    sweep = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+    return Path(str(sweep)).absolute() if sweep else None
+
+
+def record_failure(job_dir: Path, job_return: Any) -> None:
+    """Write failure.json + error.txt when a job raised before the job itself could write them."""
+    if (job_dir / "failure.json").exists() or (job_dir / "metrics.json").exists():
+        return
+    exc = getattr(job_return, "_return_value", None)
+    if isinstance(exc, BaseException):
+        message = f"{type(exc).__name__}: {exc}".strip()
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    else:
+        message, trace = "job failed", "job failed (no exception object)\n"
+    doc = {
+        "status": "failed",
+        "error": message.splitlines()[0] if message else "job failed",
+        "overrides": list(getattr(job_return, "overrides", None) or []),
+        "recorded_by": "gender.sweep_summary.SweepSummaryCallback",
+    }
+    write_text(job_dir / "failure.json", json.dumps(doc, indent=2) + "\n")
+    write_text(job_dir / "error.txt", trace)
+
+
+class SweepSummaryCallback(Callback):
+    """Keeps ``SWEEP_DIR/summary.*`` current during a multirun.
+
+    ``on_job_end`` runs after every job, failed ones included, *before* the basic sweeper raises
+    the first failure (which skips ``on_multirun_end`` and makes Hydra exit non-zero): so the
+    summary exists even for a sweep that failed. ``on_multirun_end`` rebuilds it once more after
+    all jobs (and after the Optuna sweeper wrote ``optimization_results.yaml``). Single runs are
+    left alone. A summary error is logged, never raised: it must not cost a job its result.
+    ``extra_columns``: keys of the jobs' ``metrics.json`` shown as table columns.
+    """
+
+    def __init__(self, enabled: bool = True, record_failures: bool = True,
+                 extra_columns: Sequence[str] = ()) -> None:
+        self.enabled = enabled
+        self.record_failures = record_failures
+        self.extra_columns = [str(c) for c in extra_columns or ()]
+
+    def _summarize(self, sweep_dir: Path | None, when: str) -> None:
+        if sweep_dir is None or not sweep_dir.is_dir():
+            return
+        try:
+            summary = summarize(sweep_dir, self.extra_columns)
+        except NoJobsError:
+            return
+        except Exception as exc:  # the summary is a by-product: never fail a job over it
+            log.warning("sweep summary (%s) failed: %s: %s", when, type(exc).__name__, exc)
+            return
+        log.info("Sweep summary (%s): %s", when, summary.files["summary.md"])
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not self.enabled or not _is_multirun(config):
+            return
+        sweep_dir = _sweep_dir(config)
+        out = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
+        job_dir = Path(str(out)) if out else None
+        if (self.record_failures and job_dir is not None and job_return is not None
+                and getattr(job_return, "status", None) == JobStatus.FAILED):
+            try:
+                record_failure(job_dir, job_return)
+            except OSError as exc:
+                log.warning("could not record failure in %s: %s", job_dir, exc)
+        if job_dir is not None and (sweep_dir is None or sweep_dir not in job_dir.parents):
+            sweep_dir = job_dir.parent
+        self._summarize(sweep_dir, "job end")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled or not _is_multirun(config):
+            return
+        self._summarize(_sweep_dir(config), "multirun end")
