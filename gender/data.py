@@ -466,7 +466,7 @@ def _decode_into(directory: Path, paths: Sequence[str], image_size: int, max_pix
         with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as ex:
             list(ex.map(work, range(len(paths))))
         out.flush()
-        del out
+        out = None  # release the memory map before the rename
     write_json({"paths": list(paths), "reasons": reasons, "sha1": digests, "no_face": no_face,
                 "kinds": kinds, "face": face.key(), "retry": sorted(retry)}, directory / "index.json")
 

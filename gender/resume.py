@@ -1,9 +1,15 @@
-"""``python -m gender.resume RUN_DIR``: continue an interrupted run from its last completed epoch.
+"""``python -m gender.resume RUN_DIR [KEY=VALUE ...]``: continue an interrupted run from its last
+completed epoch.
 
 The run's own ``.hydra/overrides.yaml`` recomposes the same config, and ``hydra.run.dir`` points
 back at the same directory, where Keras' BackupAndRestore holds the weights, optimizer state and
 epoch of the last completed epoch. SLURM pre-emption (submitit requeues the same job into the same
 directory) goes through the same mechanism.
+
+A run continues only with its own configuration: ``check_resumable`` (called by ``gender.run``
+before Hydra writes anything) compares the composed config with the recorded
+``.hydra/config.yaml`` and refuses any change outside ``SAFE_ON_RESUME`` with one line naming the
+keys; ``KEY=VALUE`` overrides given to ``gender.resume`` are checked the same way.
 """
 
 from __future__ import annotations

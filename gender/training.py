@@ -191,9 +191,21 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
             write_json({"epochs": len(_history_rows(history_path))}, fit_marker(run_dir))
 
     callbacks.append(FitComplete())
+    # trainer.stop_at_epoch (successive halving): pause after that epoch, on the schedule of the
+    # whole trainer.epochs, keeping the resume state so a later run in this directory goes on
+    stop_at = int(t.get("stop_at_epoch") or 0)
+    paused = 0 < stop_at < int(t.epochs)
+    if paused:
+        class StopAtEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch + 1 >= stop_at:
+                    self.model.stop_training = True
+
+        callbacks.insert(0, StopAtEpoch())
     # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir(run_dir)),
-                                                      double_checkpoint=True))
+                                                      double_checkpoint=True,
+                                                      delete_checkpoint=not paused))
     return callbacks
 
 

@@ -47,7 +47,8 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
     run_dir = tmp_path / "bench"
     proc = run_cli("gender.bench", *FOLDER, f"data.root={images}", "bench.steps=2",
                    "bench.warmup_steps=1", "bench.repeats=2", "bench.cached_batches=2",
-                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+                   "bench.sweep.preset=null", f"paths.cache_dir={tmp_path / 'cache'}",
+                   f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "bench.json").read_text())
     for key in BENCH_KEYS:
@@ -72,8 +73,8 @@ def test_bench_applies_speed_options_to_every_model(tmp_path, images):
     proc = run_cli("gender.bench", *FOLDER, f"data.root={images}", "bench.steps=1",
                    "bench.warmup_steps=1", "bench.repeats=1", "bench.seed_recipe=false",
                    "augmentation.placement=model", "trainer.mixed_precision=true",
-                   "trainer.jit_compile=true", f"paths.cache_dir={tmp_path / 'cache'}",
-                   f"hydra.run.dir={run_dir}")
+                   "trainer.jit_compile=true", "bench.sweep.preset=null",
+                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "bench.json").read_text())
     s = result["settings"]

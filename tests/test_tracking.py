@@ -236,6 +236,7 @@ def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wa
 
 
 JOB_SCRIPT = """
+import time
 from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
