@@ -32,6 +32,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available, face_view
 from gender.io import atomic_path, write_csv, write_json
+from gender.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +465,7 @@ def _decode_into(directory: Path, paths: Sequence[str], image_size: int, max_pix
                     retry.append(i)
 
         with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as ex:
-            list(ex.map(work, range(len(paths))))
+            list(progress(ex.map(work, range(len(paths))), total=len(paths), desc="decoding"))
         out.flush()
         out = None  # release the memory map before the rename
     write_json({"paths": list(paths), "reasons": reasons, "sha1": digests, "no_face": no_face,

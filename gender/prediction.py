@@ -29,6 +29,7 @@ from gender.inference import (
     trained_class_names,
 )
 from gender.io import check_output_file, write_csv
+from gender.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,8 @@ def predict_files(
         return prepare_image(p, image_size, face, no_face, max_pixels)
 
     out: list[Prediction] = []
-    for start, items in decode_batches(paths, loader, batch_size):
+    for start, items in progress(decode_batches(paths, loader, batch_size), total=len(paths),
+                                 desc="predicting", count=lambda b: len(b[1])):
         ready = [i for i, it in enumerate(items) if isinstance(it, tuple) and it[0] is not None]
         probs = predict_probs(model, np.stack([items[i][0] for i in ready])) if ready else []
         prob_of = dict(zip(ready, probs, strict=True))

@@ -34,6 +34,7 @@ from gender.inference import (
     trained_class_names,
 )
 from gender.io import write_csv, write_json
+from gender.progress import progress
 from gender.reference import load_reference, score_reference
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ def evaluate_model_with_rows(
     probs = np.full(n, np.nan)
     skipped: list[dict[str, str]] = []
     if images is not None:
-        for start in range(0, n, batch_size):
+        for start in progress(range(0, n, batch_size), total=n, desc="scoring",
+                              count=lambda s: min(batch_size, n - s)):
             probs[start:start + batch_size] = predict_probs(model, images[start:start + batch_size])
     else:
         paths = [s.path for s in samples]
@@ -119,7 +121,8 @@ def evaluate_model_with_rows(
                 no_face.append(p)  # list.append is atomic: safe from the decode threads
             return image
 
-        for start, items in decode_batches(paths, loader, batch_size):
+        for start, items in progress(decode_batches(paths, loader, batch_size), total=len(paths),
+                                     desc="scoring", count=lambda b: len(b[1])):
             ok = [i for i, item in enumerate(items) if isinstance(item, np.ndarray)]
             for i, item in enumerate(items):
                 if isinstance(item, str):

@@ -511,8 +511,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
                  "no_face_found": ds.report.no_face},
         "warnings": list(ds.report.warnings),  # e.g. a test split of one class
         "overrides": _overrides(),
-        "params": {"optimizer.lr": float(cfg.optimizer.lr),
-                   "model.dropout": float(cfg.model.get("dropout", 0.0))},
+        "params": overridden_values(cfg, _overrides()),
         "test": result,
     }
     write_json(metrics, run_dir / "metrics.json")
@@ -571,6 +570,20 @@ def environment(seed: int) -> dict[str, Any]:
         "packages": {n: ver(n) for n in ("tensorflow", "keras", "numpy", "hydra-core", "omegaconf",
                                          "wandb", "pillow")},
     }
+
+
+def overridden_values(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """The values of the config keys set on the command line (a sweep's swept keys), resolved:
+    ``optimizer.lr=0.003`` -> ``{"optimizer.lr": 0.003}``; group choices and hydra.* are left out."""
+    from omegaconf import OmegaConf
+
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        value = None if key.startswith("hydra.") else OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, bool | int | float | str):
+            out[key] = value
+    return out
 
 
 def _overrides() -> list[str]:

@@ -424,7 +424,8 @@ def test_wandb_agent_runs_are_a_search_like_any_sweep(tmp_path: Path) -> None:
     """Single runs that all set the same keys (``outputs/wandb-sweeps/ID``) get the figure over them."""
     root = tmp_path / "wandb-sweeps" / "abc"
     for name, (lr, d) in zip(("r1", "r2", "r3"), [(0.0012, 0.31), (0.004, 0.1), (0.0002, 0.5)], strict=True):
-        job = make_job(root, 0, ["logger=wandb", f"optimizer.lr={lr}", f"model.dropout={d}"], val=0.7 + d / 10)
+        overrides = ["logger=wandb", f"optimizer.lr={lr}", f"model.dropout={d}"]
+        job = make_job(root, 0, overrides, val=0.7 + d / 10)
         job.rename(root / name)
         (root / name / ".hydra" / "hydra.yaml").write_text(
             yaml.safe_dump({"hydra": {"job": {"num": 0}, "mode": "RUN"}}))
