@@ -19,7 +19,10 @@ GROUPS = {
 }
 
 
-REQUIRED = {("data/split", "holdout_kind"): ["data.split.holdout_kind=128x128"]}  # options with a ??? key
+REQUIRED = {  # options with a key the user must set
+    ("data/split", "holdout_kind"): ["data.split.holdout_kind=128x128"],
+    ("data", "folder"): ["data.root=/data/faces"],
+}
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
