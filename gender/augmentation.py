@@ -27,9 +27,16 @@ class RandomAffine(keras.layers.Layer):
     (one interpolation blur) instead of one per Keras layer. Factors as in the Keras layers:
     ``rotation`` a fraction of a full turn, ``zoom`` and ``translation`` fractions of the size."""
 
-    def __init__(self, flip: str | None = None, rotation: float = 0.0, zoom: float = 0.0,
-                 translation: float = 0.0, fill_mode: str = "reflect", seed: int | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        flip: str | None = None,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        translation: float = 0.0,
+        fill_mode: str = "reflect",
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.flip, self.rotation, self.zoom, self.translation = flip, rotation, zoom, translation
         self.fill_mode, self.seed = fill_mode, seed
@@ -61,14 +68,21 @@ class RandomAffine(keras.layers.Layer):
         b2 = cy - b0 * cx - b1 * cy + self._uniform(n, self.translation) * h
         zeros = ops.zeros((n,))
         transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-        out = ops.image.affine_transform(ops.cast(images, "float32"), transform,
-                                         interpolation="bilinear", fill_mode=self.fill_mode)
+        out = ops.image.affine_transform(
+            ops.cast(images, "float32"), transform, interpolation="bilinear", fill_mode=self.fill_mode
+        )
         return ops.cast(out, images.dtype)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "flip": self.flip, "rotation": self.rotation,
-                "zoom": self.zoom, "translation": self.translation, "fill_mode": self.fill_mode,
-                "seed": self.seed}
+        return {
+            **super().get_config(),
+            "flip": self.flip,
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "translation": self.translation,
+            "fill_mode": self.fill_mode,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="gender")
@@ -79,8 +93,16 @@ class RandomColor(keras.layers.Layer):
     ``grayscale`` share is drawn), contrast scales around the image's mean luminance.
     """
 
-    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
-                 grayscale: float = 0.0, seed: int | None = None, white_balance: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        grayscale: float = 0.0,
+        seed: int | None = None,
+        white_balance: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.brightness, self.contrast = brightness, contrast
         self.saturation, self.grayscale, self.seed = saturation, grayscale, seed
@@ -96,8 +118,12 @@ class RandomColor(keras.layers.Layer):
         x = ops.cast(images, "float32")
         n = ops.shape(x)[0]
         if self.white_balance:  # another camera's colour cast: one gain per channel
-            x = x * (1.0 + keras.random.uniform((n, 1, 1, 3), -self.white_balance, self.white_balance,
-                                                seed=self.generator))
+            x = x * (
+                1.0
+                + keras.random.uniform(
+                    (n, 1, 1, 3), -self.white_balance, self.white_balance, seed=self.generator
+                )
+            )
         luma = ops.sum(x * ops.convert_to_tensor([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
         if self.saturation or self.grayscale:
             saturation = self._factor(n, self.saturation)
@@ -109,14 +135,21 @@ class RandomColor(keras.layers.Layer):
             mean = ops.mean(luma, axis=(1, 2, 3), keepdims=True)
             x = mean + self._factor(n, self.contrast) * (x - mean)
         if self.brightness:
-            x = x + 255.0 * keras.random.uniform((n, 1, 1, 1), -self.brightness, self.brightness,
-                                                 seed=self.generator)
+            x = x + 255.0 * keras.random.uniform(
+                (n, 1, 1, 1), -self.brightness, self.brightness, seed=self.generator
+            )
         return ops.cast(ops.clip(x, 0.0, 255.0), images.dtype)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "brightness": self.brightness, "contrast": self.contrast,
-                "saturation": self.saturation, "grayscale": self.grayscale, "seed": self.seed,
-                "white_balance": self.white_balance}
+        return {
+            **super().get_config(),
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "saturation": self.saturation,
+            "grayscale": self.grayscale,
+            "seed": self.seed,
+            "white_balance": self.white_balance,
+        }
 
 
 @keras.saving.register_keras_serializable(package="gender")
@@ -160,13 +193,33 @@ def build_augmentation(aug_cfg: Any, seed: int | None = None):
     layers: list = []
     if c.get("fused"):
         if c.get("flip") or c.get("rotation") or c.get("zoom") or c.get("translation"):
-            layers.append(RandomAffine(c.get("flip"), c.get("rotation", 0.0), c.get("zoom", 0.0),
-                                       c.get("translation", 0.0), fill_mode=fill, seed=seed))
-        if (c.get("brightness") or c.get("contrast") or c.get("saturation") or c.get("grayscale")
-                or c.get("white_balance")):
-            layers.append(RandomColor(c.get("brightness", 0.0), c.get("contrast", 0.0),
-                                      c.get("saturation", 0.0), c.get("grayscale", 0.0), seed=seed,
-                                      white_balance=c.get("white_balance", 0.0)))
+            layers.append(
+                RandomAffine(
+                    c.get("flip"),
+                    c.get("rotation", 0.0),
+                    c.get("zoom", 0.0),
+                    c.get("translation", 0.0),
+                    fill_mode=fill,
+                    seed=seed,
+                )
+            )
+        if (
+            c.get("brightness")
+            or c.get("contrast")
+            or c.get("saturation")
+            or c.get("grayscale")
+            or c.get("white_balance")
+        ):
+            layers.append(
+                RandomColor(
+                    c.get("brightness", 0.0),
+                    c.get("contrast", 0.0),
+                    c.get("saturation", 0.0),
+                    c.get("grayscale", 0.0),
+                    seed=seed,
+                    white_balance=c.get("white_balance", 0.0),
+                )
+            )
     else:
         if c.get("white_balance"):
             from gender.errors import UserError
@@ -204,8 +257,9 @@ def _keras_layers(c: Any, fill: str, seed: int | None) -> list:
         # Keras draws k in its factor range and scales saturation by k / (1 - k) (0.5 is a no-op);
         # a single float f draws k in [-f, f], which turns almost every image gray.
         s = float(c.saturation)
-        layers.append(L.RandomSaturation(((1 - s) / (2 - s), (1 + s) / (2 + s)),
-                                         value_range=(0, 255), seed=seed))
+        layers.append(
+            L.RandomSaturation(((1 - s) / (2 - s), (1 + s) / (2 + s)), value_range=(0, 255), seed=seed)
+        )
     if c.get("grayscale"):
         layers.append(L.RandomGrayscale(factor=c.grayscale, seed=seed))
     return layers

@@ -164,9 +164,15 @@ def seed_recipe_dataset(cfg: DictConfig, root: Path, augment):
 
     size, batch = int(cfg.data.image_size), int(cfg.data.batch_size)
     ds = keras.utils.image_dataset_from_directory(
-        str(root), labels="inferred", label_mode="binary",
-        class_names=seed_class_folders(cfg.data, root), image_size=(size, size),
-        batch_size=batch, shuffle=True, seed=int(cfg.seed), verbose=False,
+        str(root),
+        labels="inferred",
+        label_mode="binary",
+        class_names=seed_class_folders(cfg.data, root),
+        image_size=(size, size),
+        batch_size=batch,
+        shuffle=True,
+        seed=int(cfg.seed),
+        verbose=False,
     )
     n = len(ds.file_paths)
     if augment is not None:
@@ -186,8 +192,9 @@ def machine_info(strategy=None) -> dict[str, Any]:
     cpu_model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f
-                              if line.startswith("model name")), cpu_model)
+            cpu_model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu_model
+            )
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -219,8 +226,9 @@ def _check_bench_cfg(b: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------- the bench
-def face_stage_cost(paths: Sequence[str], size: int, repeats: int,
-                    modes: Sequence[str] = ("none", "crop", "align")) -> dict[str, float]:
+def face_stage_cost(
+    paths: Sequence[str], size: int, repeats: int, modes: Sequence[str] = ("none", "crop", "align")
+) -> dict[str, float]:
     """Milliseconds per image to decode and prepare one file (one thread), per ``data.face`` mode:
     the median over alternating repetitions, so the modes share the machine's state alike. The
     decode cache pays this once per data configuration, evaluate and predict once per image."""
@@ -275,8 +283,12 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     first_epoch_seconds = time.perf_counter() - started
     train_sizes = batch_sizes(len(ds.splits["train"]), batch, limit)
     val_sizes = batch_sizes(len(ds.splits["val"]), batch, limit)
-    log.info("first epoch: %d images in %.1f s (%.1f s of it preparing the data)",
-             first_epoch_images, first_epoch_seconds, prepare_seconds)
+    log.info(
+        "first epoch: %d images in %.1f s (%.1f s of it preparing the data)",
+        first_epoch_images,
+        first_epoch_seconds,
+        prepare_seconds,
+    )
 
     # Batches held in memory for the pure train-step figure: the pipeline's own output.
     held = list(train_pipe.take(int(b.cached_batches)))
@@ -284,14 +296,20 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     held_y = tf.concat([y for _, y in held], 0)
     held_sizes = batch_sizes(int(held_x.shape[0]), batch)
     del held
-    in_memory = (tf.data.Dataset.from_tensor_slices((held_x, held_y)).batch(batch).cache()
-                 .repeat().prefetch(tf.data.AUTOTUNE))
+    in_memory = (
+        tf.data.Dataset.from_tensor_slices((held_x, held_y))
+        .batch(batch)
+        .cache()
+        .repeat()
+        .prefetch(tf.data.AUTOTUNE)
+    )
     pipeline = train_pipe.repeat()
     val = (ds.val.take(int(limit)) if limit else ds.val).repeat().prefetch(tf.data.AUTOTUNE)
 
     with strategy.scope():
-        model = compile_model(cfg, size, len(train_sizes),
-                              augmentation=augment if placement == "model" else None)
+        model = compile_model(
+            cfg, size, len(train_sizes), augmentation=augment if placement == "model" else None
+        )
     seed_ds, seed_sizes, seed_model = None, [], None
     if b.get("seed_recipe", True):
         root = gdata.resolve_root(cfg.data)
@@ -314,8 +332,12 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     for rep in range(repeats):
         for name, measure in runs.items():
             reps[name].append(measure())
-        log.info("repetition %d/%d: %s", rep + 1, repeats,
-                 ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in reps.items()))
+        log.info(
+            "repetition %d/%d: %s",
+            rep + 1,
+            repeats,
+            ", ".join(f"{n} {v[-1]:.1f} img/s" for n, v in reps.items()),
+        )
 
     def median(name: str) -> float | None:
         return float(statistics.median(reps[name])) if reps.get(name) else None
@@ -327,8 +349,11 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         every = max(1, len(files) // int(b.face_images))
         face_ms = face_stage_cost(files[::every][: int(b.face_images)], size, repeats)
         log.info("face stage, ms per image: %s", face_ms)
-    e2e, step, seed = figures["end_to_end_images_per_s"], figures["train_step_images_per_s"], \
-        figures["seed_recipe_images_per_s"]
+    e2e, step, seed = (
+        figures["end_to_end_images_per_s"],
+        figures["train_step_images_per_s"],
+        figures["seed_recipe_images_per_s"],
+    )
     result = {
         "pipeline_images_per_s": figures["pipeline_images_per_s"],
         "pipeline_first_epoch_images_per_s": first_epoch_images / first_epoch_seconds,
@@ -347,14 +372,19 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         "first_epoch_images": first_epoch_images,
         "repetitions": reps,
         "settings": {
-            "image_size": size, "batch_size": batch, "model": str(cfg.model.name),
+            "image_size": size,
+            "batch_size": batch,
+            "model": str(cfg.model.name),
             "parameters": int(model.count_params()),
             "augmentation_placement": placement,
             "mixed_precision": keras.mixed_precision.global_policy().name,
             "jit_compile": bool(cfg.trainer.jit_compile),
             "strategy": str(cfg.trainer.get("strategy", "default")),
-            "steps": steps, "warmup_steps": warmup, "repeats": repeats,
-            "cached_batches": len(held_sizes), "train_images": len(ds.splits["train"]),
+            "steps": steps,
+            "warmup_steps": warmup,
+            "repeats": repeats,
+            "cached_batches": len(held_sizes),
+            "train_images": len(ds.splits["train"]),
             "val_images": len(ds.splits["val"]),
             "seed_recipe_files": sum(seed_sizes) if seed_sizes else None,
             "seed_recipe_rescaling": "inside the model (no separate map)",

@@ -22,8 +22,13 @@ CHOICES = {
 }
 
 
-MIXED_PRECISION = {False: "float32", True: "mixed_float16", "float16": "mixed_float16",
-                   "bfloat16": "mixed_bfloat16", "auto": "auto"}
+MIXED_PRECISION = {
+    False: "float32",
+    True: "mixed_float16",
+    "float16": "mixed_float16",
+    "bfloat16": "mixed_bfloat16",
+    "auto": "auto",
+}
 
 
 def dtype_policy(mixed_precision: Any) -> str:
@@ -32,8 +37,10 @@ def dtype_policy(mixed_precision: Any) -> str:
     decides, in ``gender.training.native_dtype_policy``."""
     key = mixed_precision if isinstance(mixed_precision, str) else bool(mixed_precision)
     if key not in MIXED_PRECISION:
-        raise UserError(f"trainer.mixed_precision={mixed_precision} is invalid: allowed values "
-                        "are false, true, float16, bfloat16, auto")
+        raise UserError(
+            f"trainer.mixed_precision={mixed_precision} is invalid: allowed values "
+            "are false, true, float16, bfloat16, auto"
+        )
     return MIXED_PRECISION[key]
 
 
@@ -108,8 +115,7 @@ def validate_scoring(cfg: DictConfig, command: str) -> None:
         if not _int_value(value) or value < 1:
             raise UserError(f"{key}={value} is invalid: must be a positive integer")
     threshold = _get(cfg, "threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or \
-            not 0.0 <= threshold <= 1.0:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
         raise UserError(f"threshold={threshold} is invalid: must be a probability in [0, 1]")
     mistakes = _get(cfg, "mistakes")
     if mistakes is not None and (not _int_value(mistakes) or mistakes < 0):
@@ -128,8 +134,10 @@ def validate_scoring(cfg: DictConfig, command: str) -> None:
 def _check_max_pixels(cfg: DictConfig) -> None:
     value = _get(cfg, "data.max_pixels")
     if value is not None and (not _int_value(value) or value < 1):
-        raise UserError(f"data.max_pixels={value} is invalid: must be a positive integer "
-                        "(pixels per image) or null for the default")
+        raise UserError(
+            f"data.max_pixels={value} is invalid: must be a positive integer "
+            "(pixels per image) or null for the default"
+        )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -139,14 +147,21 @@ def validate(cfg: DictConfig) -> None:
     if not _int_value(seed) or not 0 <= seed < 2**32:
         raise UserError(f"seed={seed} is invalid: must be an integer in [0, 2^32)")
     positive = {
-        "optimizer.lr": float, "data.image_size": int, "data.batch_size": int,
+        "optimizer.lr": float,
+        "data.image_size": int,
+        "data.batch_size": int,
         "trainer.epochs": int,
     }
     for key, kind in positive.items():
         value = _get(cfg, key)
         try:
-            ok = value is not None and not isinstance(value, bool) and \
-                math.isfinite(float(value)) and kind(value) == float(value) and kind(value) > 0
+            ok = (
+                value is not None
+                and not isinstance(value, bool)
+                and math.isfinite(float(value))
+                and kind(value) == float(value)
+                and kind(value) > 0
+            )
         except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
@@ -163,8 +178,10 @@ def validate(cfg: DictConfig) -> None:
     _check_trainer_and_model(cfg)
     split = dict(_get(cfg, "data.split") or {})
     if "holdout_kind" in split and not split.pop("holdout_kind"):  # a kind name, not a ratio
-        raise UserError("data/split=holdout_kind needs data.split.holdout_kind=KIND: an original "
-                        "image size such as 128x128, or other (sizes rarer than 5% of the images)")
+        raise UserError(
+            "data/split=holdout_kind needs data.split.holdout_kind=KIND: an original "
+            "image size such as 128x128, or other (sizes rarer than 5% of the images)"
+        )
     try:
         ratios = {k: float(v) for k, v in split.items()}
     except (TypeError, ValueError):
@@ -174,12 +191,14 @@ def validate(cfg: DictConfig) -> None:
     if any(not 0 <= v <= 1 for v in ratios.values()):
         raise UserError(f"data.split={ratios} is invalid: each ratio must be in [0, 1]")
     if abs(sum(ratios.values()) - 1) > 1e-6 and not _get(cfg, "data.test_dir"):
-        raise UserError(f"data.split={ratios} is invalid: ratios must sum to 1 "
-                        f"(they sum to {sum(ratios.values()):.4g})")
+        raise UserError(
+            f"data.split={ratios} is invalid: ratios must sum to 1 (they sum to {sum(ratios.values()):.4g})"
+        )
     for name in ("train", "val"):
         if ratios[name] <= 0:
-            raise UserError(f"data.split.{name}={ratios[name]} is invalid: the {name} split "
-                            "must not be empty (ratio > 0)")
+            raise UserError(
+                f"data.split.{name}={ratios[name]} is invalid: the {name} split must not be empty (ratio > 0)"
+            )
 
 
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -193,15 +212,13 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
             raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(MONITORS)}")
     patience = _get(cfg, "trainer.early_stopping.patience")
     if patience is not None and (not _int_value(patience) or patience < 0):
-        raise UserError(f"trainer.early_stopping.patience={patience} is invalid: must be an "
-                        "integer >= 0")
+        raise UserError(f"trainer.early_stopping.patience={patience} is invalid: must be an integer >= 0")
     smoothing = _get(cfg, "trainer.label_smoothing")
     if smoothing is not None and not (isinstance(smoothing, int | float) and 0 <= smoothing < 1):
         raise UserError(f"trainer.label_smoothing={smoothing} is invalid: must be in [0, 1)")
     class_weight = _get(cfg, "trainer.class_weight")
     if class_weight not in (None, "balanced"):
-        raise UserError(f"trainer.class_weight={class_weight} is invalid: allowed values are "
-                        "null, balanced")
+        raise UserError(f"trainer.class_weight={class_weight} is invalid: allowed values are null, balanced")
     for key in ("trainer.limit_batches", "trainer.logical_cpus"):
         value = _get(cfg, key)
         if value is not None and (not _int_value(value) or value < 1):
@@ -222,6 +239,8 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     if _get(cfg, "model.name") == "seed_cnn":
         pools = len(_get(cfg, "model.filters") or [])
         size = _get(cfg, "data.image_size")
-        if _int_value(size) and size < 2 ** pools:
-            raise UserError(f"data.image_size={size} is too small for model=seed_cnn: its "
-                            f"{pools} pooling layers need at least {2 ** pools} pixels a side")
+        if _int_value(size) and size < 2**pools:
+            raise UserError(
+                f"data.image_size={size} is too small for model=seed_cnn: its "
+                f"{pools} pooling layers need at least {2**pools} pixels a side"
+            )

@@ -80,8 +80,11 @@ class DataReport:
             f"{self.ignored_hidden} hidden files ignored; {self.duplicate_files} exact duplicates in "
             f"{self.duplicate_groups} groups (kept in one split); "
             f"{len(self.conflicts)} files with conflicting labels excluded"
-            + (f"; face stage ({self.face_mode}): no face found in {self.no_face} images, "
-               "whole image used" if self.face_mode != "none" else "")
+            + (
+                f"; face stage ({self.face_mode}): no face found in {self.no_face} images, whole image used"
+                if self.face_mode != "none"
+                else ""
+            )
             + "".join(f"; WARNING: {w}" for w in self.warnings)
         )
 
@@ -140,9 +143,7 @@ def resolve_root(data_cfg: Any) -> Path:
     return Path(data_cfg.root)
 
 
-def discover(
-    data_cfg: Any, root: Path | None = None, report: DataReport | None = None
-) -> list[Sample]:
+def discover(data_cfg: Any, root: Path | None = None, report: DataReport | None = None) -> list[Sample]:
     """Every file of every configured class folder, labelled by ``data.classes`` order.
 
     ``data.classes`` maps each class name to a list of folders (relative to the root, or absolute),
@@ -183,8 +184,11 @@ def discover(
     unmapped = sorted(
         p.name
         for p in root.iterdir()
-        if p.is_dir() and not _is_hidden(p.name) and p.name not in ignore
-        and p.resolve() not in mapped and not any(m.is_relative_to(p.resolve()) for m in mapped)
+        if p.is_dir()
+        and not _is_hidden(p.name)
+        and p.name not in ignore
+        and p.resolve() not in mapped
+        and not any(m.is_relative_to(p.resolve()) for m in mapped)
     )
     if unmapped:
         raise UserError(
@@ -209,8 +213,7 @@ def _eight_bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
-def open_rgb(path: str | os.PathLike, draft: int | None = None,
-             max_pixels: int | None = None) -> Image.Image:
+def open_rgb(path: str | os.PathLike, draft: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode any PIL-readable image to an RGB PIL image; raise ValueError on bad files.
 
     One loader for every kind of image, with its real pixels: grayscale (8- or 16-bit) and palette
@@ -404,9 +407,15 @@ def build_cache(
         images = np.ascontiguousarray(images)
     reasons = index["reasons"]
     return ImageCache(
-        images=images, paths=index["paths"], ok=np.array([not r for r in reasons], dtype=bool),
-        sha1=index["sha1"], reasons=reasons, no_face=np.array(index["no_face"], dtype=bool),
-        kinds=index["kinds"], directory=directory, reused=reused,
+        images=images,
+        paths=index["paths"],
+        ok=np.array([not r for r in reasons], dtype=bool),
+        sha1=index["sha1"],
+        reasons=reasons,
+        no_face=np.array(index["no_face"], dtype=bool),
+        kinds=index["kinds"],
+        directory=directory,
+        reused=reused,
     )
 
 
@@ -421,25 +430,41 @@ def _reusable(index_file: Path) -> bool:
         return False
     retry = [index["paths"][i] for i in index.get("retry", [])]
     if any(_now_readable(p) for p in retry):
-        log.info("%d files that could not be read last time are readable now: rebuilding the "
-                 "decode cache", sum(_now_readable(p) for p in retry))
+        log.info(
+            "%d files that could not be read last time are readable now: rebuilding the decode cache",
+            sum(_now_readable(p) for p in retry),
+        )
         return False
     return True
 
 
-def _decode_into(directory: Path, paths: Sequence[str], image_size: int, max_pixels: int | None,
-                 workers: int | None, face: FaceSettings) -> None:
+def _decode_into(
+    directory: Path,
+    paths: Sequence[str],
+    image_size: int,
+    max_pixels: int | None,
+    workers: int | None,
+    face: FaceSettings,
+) -> None:
     """Decode every file into ``directory/images.npy`` and write ``index.json`` (the marker of a
     complete cache) last, each atomically."""
-    log.info("decoding %d images at %dpx%s into %s (once per data configuration)", len(paths),
-             image_size, f" with the face stage ({face.mode})" if face.active else "", directory)
+    log.info(
+        "decoding %d images at %dpx%s into %s (once per data configuration)",
+        len(paths),
+        image_size,
+        f" with the face stage ({face.mode})" if face.active else "",
+        directory,
+    )
     shape = (len(paths), image_size, image_size, 3)
     needed = int(np.prod(shape)) + (1 << 20)
     free = shutil.disk_usage(directory).free
     if free < needed:
-        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (the decoded images need "
-                      f"{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free)",
-                      str(directory))
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)} (the decoded images need "
+            f"{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free)",
+            str(directory),
+        )
     with atomic_path(directory / "images.npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         _reserve(tmp, os.path.getsize(tmp))
@@ -468,8 +493,18 @@ def _decode_into(directory: Path, paths: Sequence[str], image_size: int, max_pix
             list(progress(ex.map(work, range(len(paths))), total=len(paths), desc="decoding"))
         out.flush()
         out = None  # release the memory map before the rename
-    write_json({"paths": list(paths), "reasons": reasons, "sha1": digests, "no_face": no_face,
-                "kinds": kinds, "face": face.key(), "retry": sorted(retry)}, directory / "index.json")
+    write_json(
+        {
+            "paths": list(paths),
+            "reasons": reasons,
+            "sha1": digests,
+            "no_face": no_face,
+            "kinds": kinds,
+            "face": face.key(),
+            "retry": sorted(retry),
+        },
+        directory / "index.json",
+    )
 
 
 def _available_memory() -> int:
@@ -545,14 +580,17 @@ def _quotas(total: int, ratios: Sequence[float]) -> list[int]:
 
 
 def write_manifest(
-    splits: dict[str, list[Sample]], class_names: Sequence[str], path: str | os.PathLike,
+    splits: dict[str, list[Sample]],
+    class_names: Sequence[str],
+    path: str | os.PathLike,
     digests: dict[str, str] | None = None,
 ) -> Path:
     """``split.csv``: which file went where, so any run can be re-evaluated on its own test files."""
     digests = digests or {}
     rows = (
         (s.path, s.label, class_names[s.label], name, s.source, digests.get(s.path, ""))
-        for name in SPLITS for s in splits.get(name, [])
+        for name in SPLITS
+        for s in splits.get(name, [])
     )
     return write_csv(rows, ["path", "label", "class", "split", "source", "sha1"], path)
 
@@ -606,9 +644,13 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
         test_samples = discover(data_cfg, Path(data_cfg.test_dir), report)
     everything = samples + test_samples
     cache = build_cache(
-        [s.path for s in everything], int(data_cfg.image_size), cache_dir,
-        max_pixels=data_cfg.get("max_pixels"), workers=data_cfg.get("decode_workers"),
-        in_memory=data_cfg.get("cache_in_memory", "auto"), face=face,
+        [s.path for s in everything],
+        int(data_cfg.image_size),
+        cache_dir,
+        max_pixels=data_cfg.get("max_pixels"),
+        workers=data_cfg.get("decode_workers"),
+        in_memory=data_cfg.get("cache_in_memory", "auto"),
+        face=face,
     )
     where = cache.index_of()
     for s in everything:
@@ -616,9 +658,7 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
             report.bad.append((s.path, cache.reasons[where[s.path]]))
     if report.bad and data_cfg.get("bad_files", "skip") == "error":
         path, reason = report.bad[0]
-        raise UserError(
-            f"{len(report.bad)} unreadable files (data.bad_files=error), first: {path}: {reason}"
-        )
+        raise UserError(f"{len(report.bad)} unreadable files (data.bad_files=error), first: {path}: {reason}")
     digests = {p: d for p, d in zip(cache.paths, cache.sha1, strict=True) if d}
     good = [s for s in samples if cache.ok[where[s.path]]]
     good, conflicts = _drop_label_conflicts(good, digests, class_names, report)
@@ -633,8 +673,9 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
         held = [s for s in good if kind_of[s.path] == str(holdout)]
         if not held:
             have = sorted({kind_of[s.path] for s in good})
-            raise UserError(f"data.split.holdout_kind={holdout}: no images of that kind; "
-                            f"kinds here: {', '.join(have)}")
+            raise UserError(
+                f"data.split.holdout_kind={holdout}: no images of that kind; kinds here: {', '.join(have)}"
+            )
         good = [s for s in good if kind_of[s.path] != str(holdout)]
         # a duplicate of a held-out image must not train the model it tests
         held_digests = {digests.get(s.path) for s in held}
@@ -643,38 +684,53 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     if holdout:
         splits["test"] = sorted(held, key=lambda s: s.path)
     if test_samples:
-        splits["test"] = sorted((s for s in test_samples if cache.ok[where[s.path]]),
-                                key=lambda s: s.path)
+        splits["test"] = sorted((s for s in test_samples if cache.ok[where[s.path]]), key=lambda s: s.path)
     present = {s.label for s in good}
     if len(present) < 2:
-        raise UserError(f"only one class has usable images ({class_names[present.pop()]}); "
-                        "need both to train")
-    _check_split_honest(good, splits, ratios, class_names, report,
-                        test_given=bool(test_samples or holdout))
+        raise UserError(
+            f"only one class has usable images ({class_names[present.pop()]}); need both to train"
+        )
+    _check_split_honest(good, splits, ratios, class_names, report, test_given=bool(test_samples or holdout))
     for name in ("train", "val"):
         if not splits[name]:
-            raise UserError(f"data.split.{name} leaves the {name} split empty "
-                            f"({len(good)} usable images, split {ratios})")
-    indices = {name: np.array([where[s.path] for s in splits[name]], dtype=np.int64)
-               for name in SPLITS}
+            raise UserError(
+                f"data.split.{name} leaves the {name} split empty ({len(good)} usable images, split {ratios})"
+            )
+    indices = {name: np.array([where[s.path] for s in splits[name]], dtype=np.int64) for name in SPLITS}
     import tensorflow as tf
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     datasets = {
-        name: make_dataset(cache.images, indices[name],
-                           np.array([s.label for s in splits[name]], dtype=np.float32),
-                           int(data_cfg.batch_size), shuffle_seed=seed if name == "train" else None,
-                           epoch=epoch)
+        name: make_dataset(
+            cache.images,
+            indices[name],
+            np.array([s.label for s in splits[name]], dtype=np.float32),
+            int(data_cfg.batch_size),
+            shuffle_seed=seed if name == "train" else None,
+            epoch=epoch,
+        )
         for name in SPLITS
     }
-    return Datasets(**datasets, splits=splits, class_names=class_names,
-                    image_size=int(data_cfg.image_size), report=report, cache=cache,
-                    indices=indices, digests=digests, epoch=epoch)
+    return Datasets(
+        **datasets,
+        splits=splits,
+        class_names=class_names,
+        image_size=int(data_cfg.image_size),
+        report=report,
+        cache=cache,
+        indices=indices,
+        digests=digests,
+        epoch=epoch,
+    )
 
 
 def _check_split_honest(
-    good: Sequence[Sample], splits: dict[str, list[Sample]], ratios: dict[str, float],
-    class_names: Sequence[str], report: DataReport, test_given: bool,
+    good: Sequence[Sample],
+    splits: dict[str, list[Sample]],
+    ratios: dict[str, float],
+    class_names: Sequence[str],
+    report: DataReport,
+    test_given: bool,
 ) -> None:
     """Too little data to split honestly is an error, never a quiet "100% on 1 image": each class
     needs an image in every split it is split into, and a validation or test split of one class
@@ -688,21 +744,25 @@ def _check_split_honest(
             raise UserError(
                 f"class {name} has {counts[label]} usable images, too few for data.split "
                 f"{shown} (train/val/test), which needs at least {len(needed)} per class (one "
-                f"per split) to measure anything: add images or change data.split")
+                f"per split) to measure anything: add images or change data.split"
+            )
     for name in ("val", "test"):
         labels = {s.label for s in splits[name]}
         if not splits[name] or len(labels) > 1:
             continue
         only = class_names[labels.pop()]
-        message = (f"the {name} split holds one class only ({len(splits[name])} images of "
-                   f"{only}): its accuracy says nothing about the other class")
+        message = (
+            f"the {name} split holds one class only ({len(splits[name])} images of "
+            f"{only}): its accuracy says nothing about the other class"
+        )
         if name == "test" and test_given:
             report.warnings.append(message)
             log.warning("%s", message)
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:
-            raise UserError(f"{message} (exact duplicates stay together in one split); add "
-                            "images or change data.split")
+            raise UserError(
+                f"{message} (exact duplicates stay together in one split); add images or change data.split"
+            )
 
 
 def _drop_label_conflicts(
@@ -728,8 +788,12 @@ def _drop_label_conflicts(
 
 
 def make_dataset(
-    images: np.ndarray, indices: np.ndarray, labels: np.ndarray, batch_size: int,
-    shuffle_seed: int | None = None, epoch=None,
+    images: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    epoch=None,
 ):
     """Batches of (uint8 images, float32 labels) gathered from the decoded cache.
 
@@ -779,13 +843,17 @@ def with_augmentation(ds, augment, parallel: bool = True):
     import tensorflow as tf
 
     if augment is not None:
-        ds = ds.map(lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
-                    num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
+        ds = ds.map(
+            lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE if parallel else None,
+        )
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def write_data_report(report: DataReport, run_dir: str | os.PathLike) -> None:
     """Bad and conflicting files, one per line, so nothing is dropped without a record."""
-    rows: Iterable[tuple[str, str]] = [*report.bad, *((p, f"conflicting label: {c}")
-                                                        for p, c in report.conflicts)]
+    rows: Iterable[tuple[str, str]] = [
+        *report.bad,
+        *((p, f"conflicting label: {c}") for p, c in report.conflicts),
+    ]
     write_csv(rows, ["path", "reason"], Path(run_dir) / "skipped_files.csv")

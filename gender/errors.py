@@ -21,8 +21,16 @@ class FinishedRunError(UserError):
 
 #: OSError numbers that mean "the output cannot be written here" (full disk, quota, file size
 #: limit, read-only or unwritable folder): the user's to fix, never a traceback
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                errno.ENOTDIR, errno.EISDIR}
+WRITE_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
@@ -47,9 +55,11 @@ def describe_write_error(error: OSError) -> str:
         name = match.group(1) if match else None
     what = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
     where = f"{name}: " if name else ""
-    hint = ("free some space or write elsewhere (hydra.run.dir=..., paths.cache_dir=...)"
-            if error.errno in DISK_FULL_ERRNOS else
-            "choose a folder you can write to (hydra.run.dir=..., paths.cache_dir=...)")
+    hint = (
+        "free some space or write elsewhere (hydra.run.dir=..., paths.cache_dir=...)"
+        if error.errno in DISK_FULL_ERRNOS
+        else "choose a folder you can write to (hydra.run.dir=..., paths.cache_dir=...)"
+    )
     return f"cannot write {where}{what}; {hint}"
 
 

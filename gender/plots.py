@@ -90,12 +90,18 @@ def plot_learning_curves(
         ax.grid(alpha=0.3)
         integer_epochs(ax)
         if best_epoch is not None and epochs:
-            ax.axvline(best_epoch, color="tab:red", ls="--", lw=1,
-                       label=f"best epoch {best_epoch} (saved)" if ax is panels["accuracy"] else None)
+            ax.axvline(
+                best_epoch,
+                color="tab:red",
+                ls="--",
+                lw=1,
+                label=f"best epoch {best_epoch} (saved)" if ax is panels["accuracy"] else None,
+            )
     if rows:
         panels["accuracy"].legend(loc="lower right", fontsize=8)
         panels["loss"].legend(loc="upper right", fontsize=8)
     else:
-        panels["accuracy"].text(0.5, 0.5, "no epochs recorded", ha="center", va="center",
-                                transform=panels["accuracy"].transAxes)
+        panels["accuracy"].text(
+            0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=panels["accuracy"].transAxes
+        )
     return save_png(fig, path)

@@ -34,8 +34,19 @@ from gender.log import quiet_tensorflow
 from gender.prediction import run_predict
 
 # -------------------------------------------------------------------------------- the CLI
-_TAKES_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-                "--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_TAKES_VALUE = {
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+}
 
 
 def split_positional(argv: Sequence[str]) -> tuple[list[str], list[str]]:

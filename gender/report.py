@@ -23,10 +23,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary.csv/.md/.json, index.html, a figure over the swept keys and learning_curves.png, "
         "written into that directory.",
     )
-    parser.add_argument("sweep_dir", type=Path, help="the multirun directory (hydra.sweep.dir), "
-                        "or a folder holding run directories such as outputs/runs")
-    parser.add_argument("--column", action="append", default=[], metavar="KEY",
-                        help="also show this key of the jobs' metrics.json (repeatable)")
+    parser.add_argument(
+        "sweep_dir",
+        type=Path,
+        help="the multirun directory (hydra.sweep.dir), "
+        "or a folder holding run directories such as outputs/runs",
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also show this key of the jobs' metrics.json (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -28,9 +28,16 @@ from gender.errors import FinishedRunError, UserError
 #: console output, where the decode cache lives, tracking). ``trainer.epochs`` may grow or shrink
 #: (not below the epochs already run) when the learning rate does not depend on it
 #: (``optimizer.schedule=constant``). Anything else means another experiment: a new run.
-SAFE_ON_RESUME = ("trainer.epochs", "trainer.verbose", "trainer.intra_op_threads",
-                  "trainer.inter_op_threads", "data.decode_workers", "data.cache_in_memory",
-                  "paths.cache_dir", "logger.*")
+SAFE_ON_RESUME = (
+    "trainer.epochs",
+    "trainer.verbose",
+    "trainer.intra_op_threads",
+    "trainer.inter_op_threads",
+    "data.decode_workers",
+    "data.cache_in_memory",
+    "paths.cache_dir",
+    "logger.*",
+)
 
 
 def _safe(key: str) -> bool:
@@ -80,11 +87,12 @@ def config_changes(run_dir: Path, cfg: Any) -> tuple[list[str], list[str]]:
     from omegaconf import OmegaConf
 
     try:
-        recorded = _flat(OmegaConf.to_container(OmegaConf.load(recorded_config_file(run_dir)),
-                                                resolve=False))
+        recorded = _flat(OmegaConf.to_container(OmegaConf.load(recorded_config_file(run_dir)), resolve=False))
     except Exception as e:  # noqa: BLE001 - a damaged record: say which file, do not guess
-        raise UserError(f"cannot read the recorded configuration {recorded_config_file(run_dir)} "
-                        f"({type(e).__name__}); restore it or start a new run") from None
+        raise UserError(
+            f"cannot read the recorded configuration {recorded_config_file(run_dir)} "
+            f"({type(e).__name__}); restore it or start a new run"
+        ) from None
     new = OmegaConf.to_container(cfg, resolve=False)
     new.pop("hydra", None)
     new = _flat(new)
@@ -100,8 +108,9 @@ def config_changes(run_dir: Path, cfg: Any) -> tuple[list[str], list[str]]:
         elif key == "trainer.epochs":
             done = _epochs_done(run_dir)
             if schedule != "constant":
-                refused.append(f"{entry}: optimizer.schedule={schedule} spreads the learning "
-                               "rate over trainer.epochs")
+                refused.append(
+                    f"{entry}: optimizer.schedule={schedule} spreads the learning rate over trainer.epochs"
+                )
             elif not isinstance(now, int) or now < done:
                 refused.append(f"{entry}: {done} epochs already ran")
             else:
@@ -124,21 +133,24 @@ def check_resumable(run_dir: Path, cfg: Any) -> str:
     if is_finished(run_dir):
         raise FinishedRunError(
             f"{run_dir} holds a finished run (metrics.json); a finished run is never altered: "
-            "choose another hydra.run.dir")
+            "choose another hydra.run.dir"
+        )
     if not recorded_config_file(run_dir).is_file():
-        raise UserError(f"hydra.run.dir={run_dir} already holds files and is not a run of this "
-                        "project (no .hydra/config.yaml); its files are never replaced: choose a "
-                        "new folder")
+        raise UserError(
+            f"hydra.run.dir={run_dir} already holds files and is not a run of this "
+            "project (no .hydra/config.yaml); its files are never replaced: choose a "
+            "new folder"
+        )
     refused, allowed = config_changes(run_dir, cfg)
     if refused:
         raise UserError(
             f"{run_dir} holds an interrupted run recorded with other settings: "
             f"{'; '.join(refused)}. Continue it as recorded with  python -m gender.resume "
             f"{run_dir}  (a resume may change only {', '.join(SAFE_ON_RESUME)}; KEY=VALUE with "
-            "the recorded value keeps it), or start a new run in another directory")
+            "the recorded value keeps it), or start a new run in another directory"
+        )
     changed = f" ({'; '.join(allowed)})" if allowed else ""
-    return (f"resuming the interrupted run in {run_dir} with its recorded configuration"
-            f"{changed}")
+    return f"resuming the interrupted run in {run_dir} with its recorded configuration{changed}"
 
 
 def _key(override: str) -> str:
@@ -160,16 +172,21 @@ def resume_command(run_dir: Path, extra: list[str] | None = None) -> list[str]:
         raise SystemExit(f"error: {run_dir} already finished (metrics.json exists); nothing to resume")
     extra = list(extra or [])
     replaced = {_key(o) for o in extra}
-    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or []
-                 if not o.startswith(("hydra.run.dir=", "hydra.sweep.")) and _key(o) not in replaced]
+    overrides = [
+        o
+        for o in yaml.safe_load(overrides_file.read_text()) or []
+        if not o.startswith(("hydra.run.dir=", "hydra.sweep.")) and _key(o) not in replaced
+    ]
     return [sys.executable, "-m", "gender.run", *overrides, *extra, f"hydra.run.dir={run_dir}"]
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or any(a.startswith("-") for a in argv[1:]):
-        raise SystemExit("usage: python -m gender.resume RUN_DIR [KEY=VALUE ...]  (only "
-                         f"{', '.join(SAFE_ON_RESUME)} may change on a resume)")
+        raise SystemExit(
+            "usage: python -m gender.resume RUN_DIR [KEY=VALUE ...]  (only "
+            f"{', '.join(SAFE_ON_RESUME)} may change on a resume)"
+        )
     run_dir, extra = Path(argv[0]).resolve(), argv[1:]
     cmd = resume_command(run_dir, extra)
     if extra:  # refuse unsafe changes here, with the resume's own wording, before anything runs
@@ -193,8 +210,10 @@ def _check_extra(run_dir: Path, overrides: list[str], extra: list[str]) -> None:
         return
     refused, _ = config_changes(run_dir, cfg)
     if refused:
-        raise UserError(f"cannot change {'; '.join(refused)} on a resume (a resume may change only "
-                        f"{', '.join(SAFE_ON_RESUME)}): start a new run for another configuration")
+        raise UserError(
+            f"cannot change {'; '.join(refused)} on a resume (a resume may change only "
+            f"{', '.join(SAFE_ON_RESUME)}): start a new run for another configuration"
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
     except ValueError:
         pass
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    write_json({"status": "failed", "error": f"{type(error).__name__}: {message}",
-                "overrides": overrides}, run_dir / "failure.json")
+    write_json(
+        {"status": "failed", "error": f"{type(error).__name__}: {message}", "overrides": overrides},
+        run_dir / "failure.json",
+    )
     with atomic_path(run_dir / "error.txt") as tmp:
         tmp.write_text("".join(traceback.format_exception(error)))
 
@@ -124,8 +126,7 @@ def precheck(overrides: list[str]) -> None:
             parent = parent.rpartition(".")[0]
         node = OmegaConf.select(base, parent) if parent else base
         allowed = ", ".join(str(k) for k in node) if node is not None else "?"
-        raise UserError(f"{key} is not a config key; keys in {parent or 'the config'}: {allowed}") \
-            from None
+        raise UserError(f"{key} is not a config key; keys in {parent or 'the config'}: {allowed}") from None
 
 
 def require_extras(args: list[str]) -> None:
@@ -224,14 +225,17 @@ def guard_sweep_dir(args: list[str]) -> str | None:
             raise UserError(f"cannot create the sweep directory: {e}") from None
     sweep = Path(given).expanduser().absolute()
     if sweep.exists() and (not sweep.is_dir() or any(sweep.iterdir())):
-        jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) \
-            if sweep.is_dir() else []
+        jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) if sweep.is_dir() else []
         finished = [j for j in jobs if (sweep / j / "metrics.json").exists()]
         raise UserError(
             f"hydra.sweep.dir={given} already holds {len(jobs)} jobs ({len(finished)} finished); "
             "their files are never replaced: choose a new sweep directory"
-            + (f", and resume an interrupted job with  python -m gender.resume {sweep}/N"
-               if len(finished) < len(jobs) else ""))
+            + (
+                f", and resume an interrupted job with  python -m gender.resume {sweep}/N"
+                if len(finished) < len(jobs)
+                else ""
+            )
+        )
     return None
 
 

@@ -107,9 +107,10 @@ def evaluate_model_with_rows(
     probs = np.full(n, np.nan)
     skipped: list[dict[str, str]] = []
     if images is not None:
-        for start in progress(range(0, n, batch_size), total=n, desc="scoring",
-                              count=lambda s: min(batch_size, n - s)):
-            probs[start:start + batch_size] = predict_probs(model, images[start:start + batch_size])
+        for start in progress(
+            range(0, n, batch_size), total=n, desc="scoring", count=lambda s: min(batch_size, n - s)
+        ):
+            probs[start : start + batch_size] = predict_probs(model, images[start : start + batch_size])
     else:
         paths = [s.path for s in samples]
         no_face: list[str] = []
@@ -121,8 +122,12 @@ def evaluate_model_with_rows(
                 no_face.append(p)  # list.append is atomic: safe from the decode threads
             return image
 
-        for start, items in progress(decode_batches(paths, loader, batch_size), total=len(paths),
-                                     desc="scoring", count=lambda b: len(b[1])):
+        for start, items in progress(
+            decode_batches(paths, loader, batch_size),
+            total=len(paths),
+            desc="scoring",
+            count=lambda b: len(b[1]),
+        ):
             ok = [i for i, item in enumerate(items) if isinstance(item, np.ndarray)]
             for i, item in enumerate(items):
                 if isinstance(item, str):
@@ -134,8 +139,9 @@ def evaluate_model_with_rows(
 
     kept = np.flatnonzero(~np.isnan(probs))
     if len(kept) == 0:
-        raise UserError(f"none of the {n} images could be read (first: {skipped[0]['path']}: "
-                        f"{skipped[0]['reason']})")
+        raise UserError(
+            f"none of the {n} images could be read (first: {skipped[0]['path']}: {skipped[0]['reason']})"
+        )
     y = np.array([samples[i].label for i in kept], dtype=int)
     p = probs[kept]
     if images is None:
@@ -151,20 +157,28 @@ def evaluate_model_with_rows(
         result["face"] = {"mode": face.mode, "margin": face.margin, "no_face_found": len(no_face)}
 
     pred = (p >= threshold).astype(int)
-    rows = [{"path": samples[i].path, "true": int(y[j]), "pred": int(pred[j]),
-             "prob": float(p[j]), "group": "" if g is None or g[j] is None else str(g[j]),
-             "groups": {col: labels[j] for col, labels in by_column.items()}}
-            for j, i in enumerate(kept)]
+    rows = [
+        {
+            "path": samples[i].path,
+            "true": int(y[j]),
+            "pred": int(pred[j]),
+            "prob": float(p[j]),
+            "group": "" if g is None or g[j] is None else str(g[j]),
+            "groups": {col: labels[j] for col, labels in by_column.items()},
+        }
+        for j, i in enumerate(kept)
+    ]
     write_csv(
-        ((r["path"], class_names[r["true"]], class_names[r["pred"]], f"{r['prob']:.6f}",
-          r["group"]) for r in rows),
+        (
+            (r["path"], class_names[r["true"]], class_names[r["pred"]], f"{r['prob']:.6f}", r["group"])
+            for r in rows
+        ),
         ["path", "true", "pred", f"prob_{class_names[1]}", "group"],
         out / predictions_name,
     )
 
     plots = out / plots_dir
-    ev.plot_confusion_matrix(result["confusion_matrix"], class_names,
-                             plots / PLOT_FILES["confusion_matrix"])
+    ev.plot_confusion_matrix(result["confusion_matrix"], class_names, plots / PLOT_FILES["confusion_matrix"])
     ev.plot_reliability(result["reliability"], plots / PLOT_FILES["reliability"])
     ev.plot_roc(y, p, plots / PLOT_FILES["roc"], class_names)
     if mistakes > 0:
@@ -178,8 +192,15 @@ def evaluate_model_with_rows(
                     pics.append(load_image(samples[kept[j]].path, image_size, max_pixels, face=face))
                 except (ValueError, OSError):
                     worst = worst[worst != j]
-        ev.plot_mistakes(pics, y[worst], p[worst], class_names, plots / PLOT_FILES["mistakes"],
-                         k=mistakes, threshold=threshold)
+        ev.plot_mistakes(
+            pics,
+            y[worst],
+            p[worst],
+            class_names,
+            plots / PLOT_FILES["mistakes"],
+            k=mistakes,
+            threshold=threshold,
+        )
     return result, rows
 
 
@@ -224,10 +245,11 @@ def read_groups_csv(
         need = {"file"} | {c for c, _, _ in specs if c != "*"} | {o for _, o, _ in specs if o}
         if not need <= have:
             wanted = ",".join(["file", *sorted(need - {"file"})])
-            raise UserError(f"groups_csv={path} needs the columns {wanted} "
-                            f"(has: {', '.join(reader.fieldnames or [])}); group_by picks the columns")
-        rows = [(os.path.expanduser(r["file"].strip()), r) for r in reader
-                if (r.get("file") or "").strip()]
+            raise UserError(
+                f"groups_csv={path} needs the columns {wanted} "
+                f"(has: {', '.join(reader.fieldnames or [])}); group_by picks the columns"
+            )
+        rows = [(os.path.expanduser(r["file"].strip()), r) for r in reader if (r.get("file") or "").strip()]
     absolute = {os.path.normpath(f): r for f, r in rows if os.path.isabs(f)}
     relative = {Path(os.path.normpath(f)).as_posix(): r for f, r in rows if not os.path.isabs(f)}
     keys: list[str | None] = []
@@ -241,21 +263,27 @@ def read_groups_csv(
         keys.append(next(("rel:" + t for t in tails if t in relative), None))
     uses = Counter(k for k in keys if k and k.startswith("rel:"))
     ambiguous = {k for k, n in uses.items() if n > 1}
-    found = [None if k is None or k in ambiguous else
-             absolute[k[4:]] if k.startswith("abs:") else relative[k[4:]] for k in keys]
+    found = [
+        None if k is None or k in ambiguous else absolute[k[4:]] if k.startswith("abs:") else relative[k[4:]]
+        for k in keys
+    ]
     for k in sorted(ambiguous):
         log.warning("groups_csv: '%s' matches %d images; give a longer path", k[4:], uses[k])
     missing = sum(r is None for r in found)
     if missing == len(samples):
         raise UserError(f"groups_csv={path}: none of its files match the evaluated images")
     if missing:
-        log.warning("groups_csv: %d of %d images are not listed (group 'unlisted')",
-                    missing, len(samples))
+        log.warning("groups_csv: %d of %d images are not listed (group 'unlisted')", missing, len(samples))
     out: dict[str, list[str | None]] = {}
     for spec, (column, other, values) in zip(group_by, specs, strict=True):
         out[str(spec)] = [
-            "unlisted" if r is None else None if other is not None and r[other] not in values
-            else "all" if column == "*" else r[column]
+            "unlisted"
+            if r is None
+            else None
+            if other is not None and r[other] not in values
+            else "all"
+            if column == "*"
+            else r[column]
             for r in found
         ]
     return out
@@ -288,8 +316,9 @@ def select_samples(cfg: Any) -> tuple[list[Sample], list[str], str, Path | None]
 
     if source == "manifest":
         if run_dir is None:
-            raise UserError(f"source=manifest needs a training run directory with split.csv; "
-                            f"{model_file.parent} has none")
+            raise UserError(
+                f"source=manifest needs a training run directory with split.csv; {model_file.parent} has none"
+            )
         splits = read_manifest(run_dir / "split.csv")
         if cfg.split not in splits:
             raise UserError(f"split={cfg.split} is not one of {', '.join(splits)}")
@@ -337,27 +366,46 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     out = Path(out_dir)
     samples, class_names, described, _ = select_samples(cfg)
     if cfg.get("sample"):
-        samples, described = seeded_sample(samples, int(cfg.sample), int(cfg.get("seed", 0))), \
-            f"{described}, a seeded sample of {min(int(cfg.sample), len(samples))}"
+        samples, described = (
+            seeded_sample(samples, int(cfg.sample), int(cfg.get("seed", 0))),
+            f"{described}, a seeded sample of {min(int(cfg.sample), len(samples))}",
+        )
     reference = load_reference(cfg.reference, class_names) if cfg.get("reference") else None
     model = load_model(cfg.model_path)
     size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"))
     face = face_settings_for(cfg.model_path, cfg.get("face"), cfg.get("face_margin"))
     group_by = list(cfg.get("group_by") or ["group"])
     groups = read_groups_csv(cfg.groups_csv, samples, group_by) if cfg.get("groups_csv") else None
-    log.info("evaluating %s on %d images from %s at %dpx, face stage: %s",
-             resolve_model_path(cfg.model_path), len(samples), described, size, face.mode)
+    log.info(
+        "evaluating %s on %d images from %s at %dpx, face stage: %s",
+        resolve_model_path(cfg.model_path),
+        len(samples),
+        described,
+        size,
+        face.mode,
+    )
     result, rows = evaluate_model_with_rows(
-        model, samples, class_names, size, out, int(cfg.batch_size), groups=groups,
-        threshold=float(cfg.threshold), mistakes=int(cfg.mistakes), face=face,
+        model,
+        samples,
+        class_names,
+        size,
+        out,
+        int(cfg.batch_size),
+        groups=groups,
+        threshold=float(cfg.threshold),
+        mistakes=int(cfg.mistakes),
+        face=face,
         max_pixels=max_pixels_for(cfg.model_path, cfg.data.get("max_pixels")),
     )
     if reference is not None:
         log.info("scoring the same %d images with reference=%s", len(rows), reference.name)
         result["reference"] = score_reference(reference, rows, class_names, float(cfg.threshold))
     if result["skipped"]:
-        write_csv(((s["path"], s["reason"]) for s in result["skipped"]), ["path", "reason"],
-                  out / "skipped_files.csv")
+        write_csv(
+            ((s["path"], s["reason"]) for s in result["skipped"]),
+            ["path", "reason"],
+            out / "skipped_files.csv",
+        )
     metrics = {
         "status": "completed",
         "model_path": str(resolve_model_path(cfg.model_path)),
@@ -375,4 +423,3 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     print(ev.format_report(result, result.get("reference")))
     print(f"outputs: {out}")
     return metrics
-

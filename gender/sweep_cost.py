@@ -50,10 +50,10 @@ def _bench_overrides() -> list[str]:
 
 def tensorflow_import_seconds() -> float:
     """``import tensorflow, keras`` in a fresh process (files already in the page cache)."""
-    code = ("import time; t = time.perf_counter(); import tensorflow, keras; "
-            "print(time.perf_counter() - t)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         timeout=600)
+    code = "import time; t = time.perf_counter(); import tensorflow, keras; print(time.perf_counter() - t)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -78,8 +78,9 @@ def measure_sweep_jobs(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     try:
         job_cfg = compose(config_name="config", overrides=overrides)
     except Exception as e:  # noqa: BLE001 - a bench override that training does not know
-        raise UserError(f"bench.sweep: cannot compose the job's config ({' '.join(overrides)}): "
-                        f"{str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"bench.sweep: cannot compose the job's config ({' '.join(overrides)}): {str(e).splitlines()[0]}"
+        ) from None
 
     # The decode cache is built once per sweep, before its jobs: build it here, untimed.
     from gender import data as gdata
@@ -101,8 +102,10 @@ def measure_sweep_jobs(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_seconds = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     if proc.returncode != 0 or not (run_dir / "metrics.json").is_file():
-        raise UserError(f"bench.sweep: the {preset} job failed (exit {proc.returncode}): "
-                        + (proc.stderr.strip().splitlines() or ["no error output"])[-1])
+        raise UserError(
+            f"bench.sweep: the {preset} job failed (exit {proc.returncode}): "
+            + (proc.stderr.strip().splitlines() or ["no error output"])[-1]
+        )
     metrics = json.loads((run_dir / "metrics.json").read_text())
 
     steps = math.ceil(len(ds.splits["train"]) / int(job_cfg.data.batch_size))
@@ -159,8 +162,12 @@ def measure_sweep_jobs(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
 def format_sweep_jobs(r: dict[str, Any]) -> str:
     s = r["seconds"]
-    note = (f", training extrapolated from {r['batches_timed_per_epoch']} of "
-            f"{r['train_batches_per_epoch']} batches per epoch" if r["extrapolated"] else "")
+    note = (
+        f", training extrapolated from {r['batches_timed_per_epoch']} of "
+        f"{r['train_batches_per_epoch']} batches per epoch"
+        if r["extrapolated"]
+        else ""
+    )
     rows = [
         ("process start, imports, config, exit", s["process_start_imports_config_exit"]),
         ("TensorFlow import", s["tensorflow_import"]),
@@ -171,8 +178,11 @@ def format_sweep_jobs(r: dict[str, Any]) -> str:
         (f"training ({r['epochs']} epochs, steady state)", s["training_steady_state"]),
         ("whole job", s["job"]),
     ]
-    lines = ["=" * 72, f"sweep jobs  experiment={r['preset']}: one job in its own process{note}",
-             f"{'seconds':>47}"]
+    lines = [
+        "=" * 72,
+        f"sweep jobs  experiment={r['preset']}: one job in its own process{note}",
+        f"{'seconds':>47}",
+    ]
     lines += [f"{label:<40} {value:>6.1f}" for label, value in rows]
     lines += [
         f"{'fixed share of a job':<40} {100 * r['fixed_share']:>5.1f}%",
@@ -184,8 +194,10 @@ def format_sweep_jobs(r: dict[str, Any]) -> str:
         f"the job's process used {r['process_cpu_seconds']:.1f} CPU seconds",
     ]
     if r["load_average_1min"] and r["load_average_1min"] > r["usable_cpus"]:
-        lines.append(f"note: the machine was busy (load {r['load_average_1min']:.1f} on {r['usable_cpus']} "
-                     "CPUs): these times include waiting for a CPU")
+        lines.append(
+            f"note: the machine was busy (load {r['load_average_1min']:.1f} on {r['usable_cpus']} "
+            "CPUs): these times include waiting for a CPU"
+        )
     lines.append("=" * 72)
     return "\n".join(lines)
 

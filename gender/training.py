@@ -38,23 +38,33 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
             tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpus)])
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpus)]
+            )
         except RuntimeError:  # a second job in the same process: TF is already running
-            log.warning("trainer.logical_cpus=%d ignored: TensorFlow already initialised in this "
-                        "process", logical_cpus)
+            log.warning(
+                "trainer.logical_cpus=%d ignored: TensorFlow already initialised in this process",
+                logical_cpus,
+            )
     for name, setter, getter in (
-        ("intra_op_threads", tf.config.threading.set_intra_op_parallelism_threads,
-         tf.config.threading.get_intra_op_parallelism_threads),
-        ("inter_op_threads", tf.config.threading.set_inter_op_parallelism_threads,
-         tf.config.threading.get_inter_op_parallelism_threads),
+        (
+            "intra_op_threads",
+            tf.config.threading.set_intra_op_parallelism_threads,
+            tf.config.threading.get_intra_op_parallelism_threads,
+        ),
+        (
+            "inter_op_threads",
+            tf.config.threading.set_inter_op_parallelism_threads,
+            tf.config.threading.get_inter_op_parallelism_threads,
+        ),
     ):
         value = trainer_cfg.get(name)
         if value and getter() != int(value):
             try:
                 setter(int(value))
             except RuntimeError:  # a second job in the same process: TF is already running
-                log.warning("trainer.%s=%s ignored: TensorFlow already initialised in this process",
-                            name, value)
+                log.warning(
+                    "trainer.%s=%s ignored: TensorFlow already initialised in this process", name, value
+                )
     from tensorflow.python.framework import config as tf_config
 
     if trainer_cfg.get("deterministic"):
@@ -149,11 +159,13 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
             logs["elapsed_seconds"] = self.offset + time.perf_counter() - self.started
-            row = {"epoch": str(epoch + 1), **{k: f"{float(logs[k]):.6g}" for k in HISTORY_KEYS
-                                              if k in logs}}
+            row = {"epoch": str(epoch + 1), **{k: f"{float(logs[k]):.6g}" for k in HISTORY_KEYS if k in logs}}
             self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
-            write_csv(([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in self.rows),
-                      ["epoch", *HISTORY_KEYS], history_path)
+            write_csv(
+                ([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in self.rows),
+                ["epoch", *HISTORY_KEYS],
+                history_path,
+            )
 
     class BestWeights(keras.callbacks.Callback):
         """Keeps the best epoch's weights (``trainer.checkpoint.monitor``), written atomically: a
@@ -173,14 +185,21 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
                 self.model.save_weights(tmp)
                 _stamp_epoch(tmp, epoch + 1)  # one file says which epoch it holds
 
-    callbacks = [EpochSeeds(), LearningRateLogger(), HistoryCSV(),
-                 BestWeights(t.checkpoint.monitor, best_so_far)]
+    callbacks = [
+        EpochSeeds(),
+        LearningRateLogger(),
+        HistoryCSV(),
+        BestWeights(t.checkpoint.monitor, best_so_far),
+    ]
     if t.early_stopping.enabled:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=t.early_stopping.monitor, patience=int(t.early_stopping.patience),
-            min_delta=float(t.early_stopping.min_delta),
-            mode=monitor_mode(t.early_stopping.monitor),
-        ))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=t.early_stopping.monitor,
+                patience=int(t.early_stopping.patience),
+                min_delta=float(t.early_stopping.min_delta),
+                mode=monitor_mode(t.early_stopping.monitor),
+            )
+        )
 
     class FitComplete(keras.callbacks.Callback):
         """Marks a finished fit, so a run that dies later (evaluation) resumes without retraining.
@@ -196,6 +215,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     stop_at = int(t.get("stop_at_epoch") or 0)
     paused = 0 < stop_at < int(t.epochs)
     if paused:
+
         class StopAtEpoch(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 if epoch + 1 >= stop_at:
@@ -203,9 +223,11 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
 
         callbacks.insert(0, StopAtEpoch())
     # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it
-    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir(run_dir)),
-                                                      double_checkpoint=True,
-                                                      delete_checkpoint=not paused))
+    callbacks.append(
+        keras.callbacks.BackupAndRestore(
+            str(backup_dir(run_dir)), double_checkpoint=True, delete_checkpoint=not paused
+        )
+    )
     return callbacks
 
 
@@ -294,14 +316,22 @@ def prepare_resume(run_dir: Path) -> int:
     rows = _history_rows(history_path)
     kept = [r for r in rows if int(r["epoch"]) <= restored]
     if len(kept) < len(rows):
-        log.info("resuming after epoch %d: the %d later epochs in history.csv (interrupted before "
-                 "their state was saved) are trained again", restored, len(rows) - len(kept))
-        write_csv(([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in kept),
-                  ["epoch", *HISTORY_KEYS], history_path)
+        log.info(
+            "resuming after epoch %d: the %d later epochs in history.csv (interrupted before "
+            "their state was saved) are trained again",
+            restored,
+            len(rows) - len(kept),
+        )
+        write_csv(
+            ([r.get(k, "") for k in ("epoch", *HISTORY_KEYS)] for r in kept),
+            ["epoch", *HISTORY_KEYS],
+            history_path,
+        )
     stamped = best_weights_epoch(run_dir)
     best = best_weights_path(run_dir)
-    if best.exists() and ((stamped is not None and stamped > restored)
-                          or (stamped is None and restored == 0)):
+    if best.exists() and (
+        (stamped is not None and stamped > restored) or (stamped is None and restored == 0)
+    ):
         best.unlink()
     return restored
 
@@ -352,11 +382,15 @@ def repair_backup(run_dir: Path) -> str | None:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
         epoch = json.loads(earlier[1].read_text())["epoch"]
-        return (f"{folder}: the latest resume state is damaged ({problem}); resuming from the "
-                f"earlier one, after epoch {epoch}")
-    raise UserError(f"cannot resume {run_dir}: its resume state is damaged ({problem}) and no "
-                    f"earlier state is readable; delete {folder} to train this run again from "
-                    "epoch 1, or start a new run")
+        return (
+            f"{folder}: the latest resume state is damaged ({problem}); resuming from the "
+            f"earlier one, after epoch {epoch}"
+        )
+    raise UserError(
+        f"cannot resume {run_dir}: its resume state is damaged ({problem}) and no "
+        f"earlier state is readable; delete {folder} to train this run again from "
+        "epoch 1, or start a new run"
+    )
 
 
 def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmentation=None):
@@ -385,8 +419,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "metrics.json").exists():
-        raise FinishedRunError(f"{run_dir} already holds a finished run (metrics.json); "
-                               "a finished run is never overwritten: choose another hydra.run.dir")
+        raise FinishedRunError(
+            f"{run_dir} already holds a finished run (metrics.json); "
+            "a finished run is never overwritten: choose another hydra.run.dir"
+        )
     (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
     env = environment(int(cfg.seed))
     write_json(env, run_dir / "environment.json")
@@ -422,26 +458,37 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     placement = cfg.augmentation.get("placement", "pipeline")
     with strategy.scope():
         augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
-        train_ds = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None,
-                                           parallel=not t.deterministic)
+        train_ds = gdata.with_augmentation(
+            ds.train, augment if placement == "pipeline" else None, parallel=not t.deterministic
+        )
         if t.get("limit_batches"):
             train_ds = train_ds.take(int(t.limit_batches))
         steps = int(train_ds.cardinality().numpy())  # known: the dataset asserts its cardinality
-        model = compile_model(cfg, ds.image_size, steps,
-                              augmentation=augment if placement == "model" else None)
+        model = compile_model(
+            cfg, ds.image_size, steps, augmentation=augment if placement == "model" else None
+        )
     val_ds = ds.val.prefetch(tf.data.AUTOTUNE)
     if t.get("limit_batches"):
         val_ds = val_ds.take(int(t.limit_batches))
-    random_states = [v for v in [*model.variables, *(augment.variables if augment else [])]
-                     if "seed_generator_state" in v.path]
+    random_states = [
+        v
+        for v in [*model.variables, *(augment.variables if augment else [])]
+        if "seed_generator_state" in v.path
+    ]
     refit = not fit_marker(run_dir).exists()
     if refit:  # before the callbacks read history.csv and the best weights
         prepare_resume(run_dir)
     callbacks = make_callbacks(cfg, run_dir, ds.epoch, random_states) + tracker.keras_callbacks()
     fit_started = time.perf_counter()
     if refit:
-        model.fit(train_ds, validation_data=val_ds, epochs=int(t.epochs), callbacks=callbacks,
-                  verbose=int(t.verbose), class_weight=class_weights(t.get("class_weight"), ds.labels("train")))
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=int(t.epochs),
+            callbacks=callbacks,
+            verbose=int(t.verbose),
+            class_weight=class_weights(t.get("class_weight"), ds.labels("train")),
+        )
     else:
         log.info("training already finished in %s: evaluating its best epoch only", run_dir)
     history = _history_rows(run_dir / "history.csv")
@@ -452,8 +499,7 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     fit_seconds = float(elapsed) if elapsed else (time.perf_counter() - fit_started if refit else None)
     best_weights = best_weights_path(run_dir)
     # the reported epoch is the one whose weights are saved, so metrics.json describes model.keras
-    row = best_weights_row(run_dir, history, t.checkpoint.monitor) if t.checkpoint.restore_best \
-        else None
+    row = best_weights_row(run_dir, history, t.checkpoint.monitor) if t.checkpoint.restore_best else None
     best = row or history[-1]
     if row is not None:
         model.load_weights(str(best_weights))
@@ -468,8 +514,8 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
 
     result, rows = {}, []
     if ds.splits["test"]:
-        from gender.scoring import auto_groups, evaluate_model_with_rows
         from gender.evaluation import format_report
+        from gender.scoring import auto_groups, evaluate_model_with_rows
 
         test = ds.splits["test"]
         groups = {"source": auto_groups(test)} if auto_groups(test) else {}
@@ -478,9 +524,16 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
         if len(set(test_kinds)) > 1:
             groups["kind"] = test_kinds  # tight crops vs photos: one number must not hide either
         result, rows = evaluate_model_with_rows(
-            model, test, ds.class_names, ds.image_size, run_dir,
-            int(cfg.data.batch_size), images=ds.cache.images[ds.indices["test"]],
-            groups=groups or None, predictions_name="predictions_test.csv")
+            model,
+            test,
+            ds.class_names,
+            ds.image_size,
+            run_dir,
+            int(cfg.data.batch_size),
+            images=ds.cache.images[ds.indices["test"]],
+            groups=groups or None,
+            predictions_name="predictions_test.csv",
+        )
         print(format_report(result), flush=True)
     epochs_run = len(history)
     metrics = {
@@ -507,8 +560,11 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
             "test_time_flip": bool(cfg.model.get("test_time_flip")),  # the test figures' model
         },
         "split_sizes": {k: len(v) for k, v in ds.splits.items()},
-        "face": {"mode": ds.report.face_mode, "margin": float(cfg.data.get("face_margin", 0.5)),
-                 "no_face_found": ds.report.no_face},
+        "face": {
+            "mode": ds.report.face_mode,
+            "margin": float(cfg.data.get("face_margin", 0.5)),
+            "no_face_found": ds.report.no_face,
+        },
         "warnings": list(ds.report.warnings),  # e.g. a test split of one class
         "overrides": _overrides(),
         "params": overridden_values(cfg, _overrides()),
@@ -517,8 +573,9 @@ def _train(cfg: DictConfig, run_dir: Path, tracker) -> dict[str, Any]:
     write_json(metrics, run_dir / "metrics.json")
     from gender.plots import plot_learning_curves
 
-    plot_learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png",
-                         best_epoch=metrics["best_epoch"])
+    plot_learning_curves(
+        run_dir / "history.csv", run_dir / "plots" / "learning_curves.png", best_epoch=metrics["best_epoch"]
+    )
     tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
     if result:
         tracker.log_evaluation(result, rows, ds.class_names)
@@ -554,8 +611,9 @@ def environment(seed: int) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT or Path.cwd(), capture_output=True, text=True,
-                                 timeout=10)
+            out = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT or Path.cwd(), capture_output=True, text=True, timeout=10
+            )
             return out.stdout.strip() if out.returncode == 0 else None
         except (OSError, subprocess.SubprocessError):
             return None
@@ -567,8 +625,9 @@ def environment(seed: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "packages": {n: ver(n) for n in ("tensorflow", "keras", "numpy", "hydra-core", "omegaconf",
-                                         "wandb", "pillow")},
+        "packages": {
+            n: ver(n) for n in ("tensorflow", "keras", "numpy", "hydra-core", "omegaconf", "wandb", "pillow")
+        },
     }
 
 
@@ -610,10 +669,8 @@ def format_metrics(m: dict[str, Any], run_dir: Path) -> str:
         f"{m['seconds_per_epoch'] or float('nan'):.1f} s/epoch, {m['wall_seconds']:.0f} s total",
         f"train acc   {pct(m['train_accuracy'])}   loss {m['train_loss']:.4f}",
         f"val acc     {pct(m['val_accuracy'])}   loss {m['val_loss']:.4f}",
-        f"test acc    {pct(m['test_accuracy'])}   95% CI [{pct(ci[0])}, {pct(ci[1])}]  "
-        f"n={m['test_images']}",
+        f"test acc    {pct(m['test_accuracy'])}   95% CI [{pct(ci[0])}, {pct(ci[1])}]  n={m['test_images']}",
         *(f"WARNING     {w}" for w in m.get("warnings") or []),
         "=" * 60,
     ]
     return "\n".join(lines)
-

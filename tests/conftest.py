@@ -34,8 +34,7 @@ def compose_cfg(*overrides: str, tmp_path: Path | None = None) -> DictConfig:
     return cfg
 
 
-def make_images(root: Path, layout: dict[str, int], size: int = 32, fmt: str = "png",
-                seed: int = 0) -> Path:
+def make_images(root: Path, layout: dict[str, int], size: int = 32, fmt: str = "png", seed: int = 0) -> Path:
     """Write ``layout[folder]`` random images into ``root/folder``; class 'woman'-like folders get
     brighter images so a model can learn something."""
     rng = np.random.default_rng(seed)
@@ -49,12 +48,14 @@ def make_images(root: Path, layout: dict[str, int], size: int = 32, fmt: str = "
     return root
 
 
-def run_cli(*args: str, cwd: Path = PROJECT_ROOT, timeout: int = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path = PROJECT_ROOT, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m <args>`` like a user would, capturing output."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 @pytest.fixture

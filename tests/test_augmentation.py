@@ -30,10 +30,13 @@ def test_colour_factors_span_both_ways_in_both_implementations(fused):
     # Keras' RandomSaturation(0.3) would draw a factor below 0.5 (its no-op) for every image and
     # turn the batch nearly gray; RandomContrast(0.2) would only ever raise contrast.
     x = _images()
-    for option, measure in (("saturation", _saturation),
-                            ("contrast", lambda a: a.std(axis=(1, 2, 3)))):
-        aug = build_augmentation(compose_cfg("augmentation=none", f"augmentation.{option}=0.3",
-                                             f"augmentation.fused={fused}").augmentation, seed=1)
+    for option, measure in (("saturation", _saturation), ("contrast", lambda a: a.std(axis=(1, 2, 3)))):
+        aug = build_augmentation(
+            compose_cfg(
+                "augmentation=none", f"augmentation.{option}=0.3", f"augmentation.fused={fused}"
+            ).augmentation,
+            seed=1,
+        )
         ratio = measure(aug(x, training=True).numpy()) / measure(x)
         assert ratio.min() < 0.9 and ratio.max() > 1.1, (option, ratio.min(), ratio.max())
         assert 0.65 < ratio.min() and ratio.max() < 1.35, (option, ratio.min(), ratio.max())
@@ -43,9 +46,13 @@ def test_colour_factors_span_both_ways_in_both_implementations(fused):
 def test_fused_robust_is_three_layers_and_keras_path_one_per_option():
     fused = build_augmentation(compose_cfg("augmentation=robust").augmentation)
     assert [type(layer).__name__ for layer in fused.layers] == [
-        "RandomAffine", "RandomColor", "RandomGaussianBlur"]
-    per_option = build_augmentation(compose_cfg("augmentation=robust",
-                                                "augmentation.fused=false").augmentation)
+        "RandomAffine",
+        "RandomColor",
+        "RandomGaussianBlur",
+    ]
+    per_option = build_augmentation(
+        compose_cfg("augmentation=robust", "augmentation.fused=false").augmentation
+    )
     assert len(per_option.layers) == 9
 
 
@@ -85,10 +92,12 @@ def test_same_seed_same_draws():
 def test_fused_augmentation_inside_a_saved_model_loads_in_safe_mode(tmp_path):
     from gender.inference import load_model
 
-    aug = build_augmentation(compose_cfg("augmentation=robust",
-                                         "augmentation.placement=model").augmentation, seed=0)
-    net = build_model(compose_cfg("model=rescnn", "model.widths=[8]",
-                                  "model.stem_filters=8").model, 24, augmentation=aug)
+    aug = build_augmentation(
+        compose_cfg("augmentation=robust", "augmentation.placement=model").augmentation, seed=0
+    )
+    net = build_model(
+        compose_cfg("model=rescnn", "model.widths=[8]", "model.stem_filters=8").model, 24, augmentation=aug
+    )
     x = _images(4)
     net.save(tmp_path / "aug.keras")
     loaded = load_model(tmp_path / "aug.keras")

@@ -14,8 +14,18 @@ from gender.errors import UserError
 
 GROUPS = {
     group: sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
-    for group in ("data", "data/split", "augmentation", "model", "optimizer", "trainer", "logger",
-                  "experiment", "hparams_search", "debug")
+    for group in (
+        "data",
+        "data/split",
+        "augmentation",
+        "model",
+        "optimizer",
+        "trainer",
+        "logger",
+        "experiment",
+        "hparams_search",
+        "debug",
+    )
 }
 
 
@@ -29,7 +39,10 @@ REQUIRED = {  # options with a key the user must set
 def test_every_option_composes_and_validates(group, option):
     cfg = compose_cfg(f"{group}={option}", *REQUIRED.get((group, option), []))
     assert OmegaConf.select(cfg, group.replace("/", ".")) is not None or group in (
-        "experiment", "hparams_search", "debug")
+        "experiment",
+        "hparams_search",
+        "debug",
+    )
     validate(cfg)
 
 

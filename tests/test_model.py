@@ -20,10 +20,24 @@ def test_seed_cnn_has_the_seed_parameter_count():
 def test_seed_cnn_layers_match_the_seed():
     model = build_model(compose_cfg("model.dropout=0.25").model, 64)
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["InputLayer", "Rescaling", "Conv2D", "BatchNormalization", "MaxPooling2D",
-                     "Conv2D", "BatchNormalization", "MaxPooling2D", "Flatten",
-                     "Dense", "BatchNormalization", "Dropout", "Dense", "BatchNormalization",
-                     "Dropout", "Dense"]
+    assert kinds == [
+        "InputLayer",
+        "Rescaling",
+        "Conv2D",
+        "BatchNormalization",
+        "MaxPooling2D",
+        "Conv2D",
+        "BatchNormalization",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+        "BatchNormalization",
+        "Dropout",
+        "Dense",
+    ]
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.25] * 2
     assert model.layers[-1].activation.__name__ == "sigmoid"
 
@@ -45,8 +59,9 @@ def test_rescnn_is_small_and_size_independent():
     assert out.shape == (2, 1)
 
 
-@pytest.mark.parametrize(("option", "cls", "lr"), [("adam", "Adam", 0.006), ("sgd", "SGD", 0.01),
-                                                   ("adamw", "AdamW", 0.001)])
+@pytest.mark.parametrize(
+    ("option", "cls", "lr"), [("adam", "Adam", 0.006), ("sgd", "SGD", 0.01), ("adamw", "AdamW", 0.001)]
+)
 def test_optimizer_options(option, cls, lr):
     opt = build_optimizer(compose_cfg(f"optimizer={option}").optimizer, steps_per_epoch=10, epochs=2)
     assert type(opt).__name__ == cls

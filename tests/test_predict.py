@@ -80,14 +80,16 @@ def test_expand_inputs(images, tmp_path):
     (tmp_path / "in" / "sub").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "in" / "sub" / "x.PNG")
     (tmp_path / "empty_dir").mkdir()
-    entries = gp.expand_inputs([
-        str(images["png"]),  # explicit file first; repeated by the folder below: kept once
-        str(tmp_path / "in"),
-        str(tmp_path / "in" / "*.jpg"),
-        str(tmp_path / "nothing_*.png"),
-        str(tmp_path / "missing.jpg"),
-        str(tmp_path / "empty_dir"),
-    ])
+    entries = gp.expand_inputs(
+        [
+            str(images["png"]),  # explicit file first; repeated by the folder below: kept once
+            str(tmp_path / "in"),
+            str(tmp_path / "in" / "*.jpg"),
+            str(tmp_path / "nothing_*.png"),
+            str(tmp_path / "missing.jpg"),
+            str(tmp_path / "empty_dir"),
+        ]
+    )
     paths = [p for p, problem in entries if problem is None]
     assert paths[0] == str(images["png"]) and len(paths) == len(set(paths))
     assert str(tmp_path / "in" / "sub" / "x.PNG") in paths  # recursive, case-insensitive ext
@@ -102,11 +104,10 @@ def test_expand_inputs(images, tmp_path):
 
 def test_split_positional():
     keep, pos = split_positional(
-        ["model_path=m.keras", "a.jpg", "--config-name", "predict", "dir/", "no_face=skip",
-         "--cfg", "job"])
+        ["model_path=m.keras", "a.jpg", "--config-name", "predict", "dir/", "no_face=skip", "--cfg", "job"]
+    )
     assert pos == ["a.jpg", "dir/"]
-    assert keep == ["model_path=m.keras", "--config-name", "predict", "no_face=skip",
-                    "--cfg", "job"]
+    assert keep == ["model_path=m.keras", "--config-name", "predict", "no_face=skip", "--cfg", "job"]
 
 
 def test_face_stage_finds_the_largest_face(tmp_path):
@@ -173,8 +174,7 @@ def test_class_names_come_from_the_run(tmp_path, model_file):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "model.keras").write_bytes(model_file.read_bytes())
-    (run / ".hydra" / "config.yaml").write_text(
-        "data:\n  classes:\n    man: [m]\n    woman: [w]\n")
+    (run / ".hydra" / "config.yaml").write_text("data:\n  classes:\n    man: [m]\n    woman: [w]\n")
     assert gp.class_names_for(run, None) == ["man", "woman"]
     assert gp.class_names_for(model_file, None) == gp.DEFAULT_CLASSES
     assert gp.class_names_for(model_file, ["a", "b"]) == ["a", "b"]
@@ -184,9 +184,16 @@ def test_class_names_come_from_the_run(tmp_path, model_file):
 
 def test_cli_positional_inputs(model_file, images, tmp_path):
     out_csv = tmp_path / "preds.csv"
-    proc = run_cli("gender.predict", f"model_path={model_file}", str(images["png"]),
-                   str(images["corrupt"]), str(images["gray"]), str(tmp_path / "missing.png"),
-                   f"output={out_csv}", f"hydra.run.dir={tmp_path / 'out'}")
+    proc = run_cli(
+        "gender.predict",
+        f"model_path={model_file}",
+        str(images["png"]),
+        str(images["corrupt"]),
+        str(images["gray"]),
+        str(tmp_path / "missing.png"),
+        f"output={out_csv}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     corrupt = [ln for ln in lines if "corrupt.png" in ln]
@@ -194,15 +201,18 @@ def test_cli_positional_inputs(model_file, images, tmp_path):
     assert "2 of 4 inputs predicted" in proc.stdout
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["path"] for r in rows] == [str(images["png"]), str(images["corrupt"]),
-                                         str(images["gray"]), str(tmp_path / "missing.png")]
+    assert [r["path"] for r in rows] == [
+        str(images["png"]),
+        str(images["corrupt"]),
+        str(images["gray"]),
+        str(tmp_path / "missing.png"),
+    ]
     assert rows[0]["class"] == "female" and float(rows[0]["probability"]) > 0.9
     assert rows[1]["class"] == "" and rows[1]["status"].startswith("error: ")
     assert rows[3]["status"] == "error: not found"
 
 
 def test_cli_without_inputs_is_a_user_error(model_file, tmp_path):
-    proc = run_cli("gender.predict", f"model_path={model_file}",
-                   f"hydra.run.dir={tmp_path / 'out'}")
+    proc = run_cli("gender.predict", f"model_path={model_file}", f"hydra.run.dir={tmp_path / 'out'}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no inputs")

@@ -14,9 +14,16 @@ pytestmark = pytest.mark.real_data
 def test_real_data_run_through_the_cli(tmp_path):
     """The real folders, the real class mapping and the default split: thousands of test images."""
     run_dir = tmp_path / "run"
-    proc = run_cli("gender.run", f"data.root={REAL_DATA}", "data.image_size=32", "trainer.epochs=1",
-                   "trainer.limit_batches=20", "logger=none", f"paths.cache_dir={tmp_path / 'cache'}",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "gender.run",
+        f"data.root={REAL_DATA}",
+        "data.image_size=32",
+        "trainer.epochs=1",
+        "trainer.limit_batches=20",
+        "logger=none",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     sizes = metrics["split_sizes"]

@@ -40,8 +40,11 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # ------------------------------------------------------------------------------------ helpers
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (relative path) and the SHA-1 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -71,9 +74,11 @@ def tiny_synthetic(cache: Path) -> None:
     from gender.synthetic import ensure_synthetic
 
     cfg = compose_cfg(*TINY)
-    ensure_synthetic(cache / f"synthetic-{cfg.data.synthetic.n_per_class}x"
-                     f"{cfg.data.synthetic.size}px-seed{cfg.data.synthetic.seed}",
-                     **cfg.data.synthetic)
+    ensure_synthetic(
+        cache / f"synthetic-{cfg.data.synthetic.n_per_class}x"
+        f"{cfg.data.synthetic.size}px-seed{cfg.data.synthetic.seed}",
+        **cfg.data.synthetic,
+    )
 
 
 def _sigint_default() -> None:
@@ -84,15 +89,24 @@ def _sigint_default() -> None:
 def _limit_file_size(limit: int):
     """A file-size limit stands in for a full disk: writes past it fail (EFBIG) as ENOSPC would,
     for any user and on any filesystem (Python ignores SIGXFSZ)."""
+
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def run_limited(limit: int, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env, preexec_fn=_limit_file_size(limit))
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        preexec_fn=_limit_file_size(limit),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +118,7 @@ def module_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def finished_run(module_dir: Path) -> Path:
     """A real finished debug=tiny run."""
     run_dir = module_dir / "finished"
-    proc = run_cli("gender.run", *TINY, f"paths.cache_dir={module_dir / 'cache'}",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli("gender.run", *TINY, f"paths.cache_dir={module_dir / 'cache'}", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -116,10 +129,22 @@ def interrupted_run(module_dir: Path) -> tuple[Path, subprocess.CompletedProcess
     run_dir = module_dir / "interrupted"
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gender.run", *TINY, "trainer.epochs=12",
-         f"paths.cache_dir={module_dir / 'cache'}", f"hydra.run.dir={run_dir}"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_sigint_default)
+        [
+            sys.executable,
+            "-m",
+            "gender.run",
+            *TINY,
+            "trainer.epochs=12",
+            f"paths.cache_dir={module_dir / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
     history = run_dir / "history.csv"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -143,9 +168,11 @@ def test_evaluate_predict_or_bench_aimed_at_a_run_leave_it_untouched(finished_ru
     before = snapshot(finished_run)
     image = tmp_path / "a.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(image)
-    for args in (("gender.predict", f"model_path={finished_run}", str(image)),
-                 ("gender.evaluate", f"model_path={finished_run}", "logger=none"),
-                 ("gender.bench",)):
+    for args in (
+        ("gender.predict", f"model_path={finished_run}", str(image)),
+        ("gender.evaluate", f"model_path={finished_run}", "logger=none"),
+        ("gender.bench",),
+    ):
         proc = run_cli(*args, f"hydra.run.dir={finished_run}")
         assert_one_line(proc, 2, "already holds a run")
     assert snapshot(finished_run) == before
@@ -178,8 +205,7 @@ def test_interrupted_run_refuses_a_different_configuration(interrupted_run):
     run_dir, _ = interrupted_run
     assert not (run_dir / "metrics.json").exists()
     before = snapshot(run_dir)
-    proc = run_cli("gender.run", *TINY, "trainer.epochs=12", "optimizer.lr=0.003",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli("gender.run", *TINY, "trainer.epochs=12", "optimizer.lr=0.003", f"hydra.run.dir={run_dir}")
     line = assert_one_line(proc, 2, "holds an interrupted run recorded with other settings")
     assert "optimizer.lr (0.006 -> 0.003)" in line and f"python -m gender.resume {run_dir}" in line
     assert snapshot(run_dir) == before  # the recorded config is still the run's own
@@ -257,12 +283,19 @@ def write_png16(path: Path, array: np.ndarray) -> Path:
     raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(h))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -322,8 +355,11 @@ def _kind(name: str, tmp: Path) -> tuple[Path, dict[tuple[int, int], tuple[int, 
         path = _exif_rotated(tmp / f"exif{orientation}.jpg", orientation)
         # as displayed: 6 turns it 90 degrees clockwise (red on top), 8 counter-clockwise (red at
         # the bottom), 3 half a turn (red on the right)
-        return path, {6: {(2, 10): red, (37, 10): blue}, 8: {(2, 10): blue, (37, 10): red},
-                      3: {(10, 2): blue, (10, 37): red}}[orientation]
+        return path, {
+            6: {(2, 10): red, (37, 10): blue},
+            8: {(2, 10): blue, (37, 10): red},
+            3: {(10, 2): blue, (10, 37): red},
+        }[orientation]
     if name == "animated_gif":
         frames = [Image.new("RGB", (16, 16), c) for c in (red, blue)]
         frames[0].save(tmp / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
@@ -341,8 +377,19 @@ def _kind(name: str, tmp: Path) -> tuple[Path, dict[tuple[int, int], tuple[int, 
     raise KeyError(name)
 
 
-KINDS = ["rgb16_png", "gray16_tiff", "palette", "palette_transparent", "cmyk_jpeg", "exif_3",
-         "exif_6", "exif_8", "animated_gif", "rgba", "gray_alpha"]
+KINDS = [
+    "rgb16_png",
+    "gray16_tiff",
+    "palette",
+    "palette_transparent",
+    "cmyk_jpeg",
+    "exif_3",
+    "exif_6",
+    "exif_8",
+    "animated_gif",
+    "rgba",
+    "gray_alpha",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -373,12 +420,12 @@ def test_evaluate_and_predict_apply_the_training_runs_size_limit(model_file, tmp
     OmegaConf.save(saved, run / ".hydra" / "config.yaml")
     root = make_images(tmp_path / "faces", {"male": 3, "female": 3})  # 32x32 = 1024 pixels: fine
     Image.new("RGB", (100, 100), (200, 0, 0)).save(root / "female" / "big.png")  # 10,000: too large
-    preds = run_predict(compose_app("predict", f"model_path={run}", f"inputs=[{root}]"),
-                        tmp_path / "p")
+    preds = run_predict(compose_app("predict", f"model_path={run}", f"inputs=[{root}]"), tmp_path / "p")
     status = {Path(p.path).name: p.status for p in preds if "big" in p.path}
     assert status["big.png"].startswith("error: too large"), status
-    cfg = compose_app("evaluate", f"model_path={run}", "data=folder", f"data.root={root}",
-                      "logger=none", "mistakes=0")
+    cfg = compose_app(
+        "evaluate", f"model_path={run}", "data=folder", f"data.root={root}", "logger=none", "mistakes=0"
+    )
     metrics = run_evaluation(cfg, tmp_path / "e")
     assert [Path(s["path"]).name for s in metrics["skipped"]] == ["big.png"]
     assert metrics["n"] == 6
@@ -388,6 +435,7 @@ def test_evaluate_and_predict_apply_the_training_runs_size_limit(model_file, tmp
 def _block(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make files called ``name`` unreadable: chmod for a normal user; root reads anything, so
     there the data module's ``open`` refuses it as the kernel would."""
+
     def guarded_open(path, *args, **kwargs):
         if Path(path).name == name:
             raise PermissionError(13, "Permission denied", str(path))
@@ -472,12 +520,16 @@ def test_a_given_test_split_of_one_class_is_a_loud_warning(tmp_path, capsys):
     test_dir = make_images(tmp_path / "test", {"female": 3}, seed=1)
     (test_dir / "male").mkdir()
     (test_dir / "male" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
-    cfg = compose_cfg("data=folder", f"data.root={root}", f"data.test_dir={test_dir}",
-                      "data.image_size=32", tmp_path=tmp_path)
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        f"data.test_dir={test_dir}",
+        "data.image_size=32",
+        tmp_path=tmp_path,
+    )
     ds = gdata.prepare(cfg.data, 0, tmp_path / "cache")
     assert ds.report.warnings and "test split holds one class only" in ds.report.warnings[0]
-    assert "warning: the test split holds one class only (3 images of female)" in \
-        capsys.readouterr().err
+    assert "warning: the test split holds one class only (3 images of female)" in capsys.readouterr().err
     assert "WARNING" in ds.report.summary()
 
 
@@ -496,8 +548,13 @@ def test_a_given_test_split_of_one_class_is_a_loud_warning(tmp_path, capsys):
 )
 def test_config_mistakes_are_one_line_before_any_data_is_read(tmp_path, overrides, expected):
     run_dir = tmp_path / "run"
-    proc = run_cli("gender.run", "logger=none", *overrides, f"paths.cache_dir={tmp_path / 'c'}",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "gender.run",
+        "logger=none",
+        *overrides,
+        f"paths.cache_dir={tmp_path / 'c'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert_one_line(proc, 2, expected)
     assert not run_dir.exists() and not (tmp_path / "c").exists()
 
@@ -523,8 +580,13 @@ def test_scoring_settings_are_checked_before_any_image_is_read(tmp_path, app, ov
 
 
 def test_predict_batch_size_zero_is_one_line_at_the_command_line(tmp_path):
-    proc = run_cli("gender.predict", f"model_path={tmp_path}", "a.png", "batch_size=0",
-                   f"hydra.run.dir={tmp_path / 'out'}")
+    proc = run_cli(
+        "gender.predict",
+        f"model_path={tmp_path}",
+        "a.png",
+        "batch_size=0",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     assert_one_line(proc, 2, "batch_size=0 is invalid")
 
 
@@ -533,8 +595,9 @@ def test_predict_batch_size_zero_is_one_line_at_the_command_line(tmp_path):
 def test_full_disk_during_training_is_one_line_and_leaves_nothing_half_written(tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     tiny_synthetic(cache)
-    proc = run_limited(1 << 20, "gender.run", *TINY, f"paths.cache_dir={cache}",
-                       f"hydra.run.dir={run_dir}")  # 1 MiB: the images fit, the weights do not
+    proc = run_limited(
+        1 << 20, "gender.run", *TINY, f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}"
+    )  # 1 MiB: the images fit, the weights do not
     line = assert_one_line(proc, 1, "cannot write")
     assert "File too large" in line and "free some space" in line
     assert not temp_files(run_dir) and not (run_dir / "model.keras").exists()
@@ -546,8 +609,9 @@ def test_full_disk_during_training_is_one_line_and_leaves_nothing_half_written(t
 def test_full_disk_while_decoding_is_one_line_not_a_crash(tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     tiny_synthetic(cache)
-    proc = run_limited(200_000, "gender.run", *TINY, f"paths.cache_dir={cache}",
-                       f"hydra.run.dir={run_dir}")  # the decoded images need 245,888 bytes
+    proc = run_limited(
+        200_000, "gender.run", *TINY, f"paths.cache_dir={cache}", f"hydra.run.dir={run_dir}"
+    )  # the decoded images need 245,888 bytes
     assert_one_line(proc, 1, "File too large")
     assert not list(cache.glob("images-*")) and not temp_files(cache)  # nothing half-built
 
@@ -557,8 +621,13 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
     blocker.write_text("not a folder\n")
     proc = run_cli("gender.run", *TINY, f"hydra.run.dir={blocker / 'run'}")
     assert_one_line(proc, 2, "cannot create it: Not a directory")
-    proc = run_cli("gender.predict", f"model_path={tmp_path}", "a.png",
-                   f"output={blocker / 'x.csv'}", f"hydra.run.dir={tmp_path / 'out'}")
+    proc = run_cli(
+        "gender.predict",
+        f"model_path={tmp_path}",
+        "a.png",
+        f"output={blocker / 'x.csv'}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     assert_one_line(proc, 2, "is a file, not a folder")
 
 
@@ -588,12 +657,10 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
             if epoch == epochs:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "make_callbacks",
-                        lambda *a, **k: [*make_callbacks(*a, **k), CtrlC()])
+    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), CtrlC()])
 
 
-def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_path, monkeypatch,
-                                                                           capsys):
+def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_path, monkeypatch, capsys):
     from gender import training
 
     cfg = compose_cfg(*TINY, "trainer.epochs=4", tmp_path=tmp_path)
@@ -636,8 +703,9 @@ def test_predict_exits_non_zero_when_nothing_could_be_scored(model_file, tmp_pat
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
     out = tmp_path / "out"
-    proc = run_cli("gender.predict", f"model_path={model_file}", str(bad), "image_size=32",
-                   f"hydra.run.dir={out}")
+    proc = run_cli(
+        "gender.predict", f"model_path={model_file}", str(bad), "image_size=32", f"hydra.run.dir={out}"
+    )
     assert_one_line(proc, 2, "none of the 1 inputs could be predicted")
     with open(out / "predictions.csv") as f:  # the reason is still recorded
         assert [r["status"].split(":")[0] for r in csv.DictReader(f)] == ["error"]
@@ -650,8 +718,9 @@ def test_evaluate_exits_non_zero_when_nothing_could_be_scored(model_file, tmp_pa
     for cls in ("male", "female"):
         (root / cls).mkdir(parents=True)
         (root / cls / "bad.png").write_bytes(b"not an image")
-    cfg = compose_app("evaluate", f"model_path={model_file}", "data=folder", f"data.root={root}",
-                      "logger=none")
+    cfg = compose_app(
+        "evaluate", f"model_path={model_file}", "data=folder", f"data.root={root}", "logger=none"
+    )
     with pytest.raises(UserError, match="none of the 2 images could be read"):
         run_evaluation(cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "metrics.json").exists()
@@ -663,18 +732,42 @@ def test_wandb_writes_nothing_outside_the_run_dir_and_its_cache(tmp_path):
     for d in (home, cwd, tmp):
         d.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(home), TMPDIR=str(tmp), WANDB_MODE="offline", WANDB_SILENT="true",
-               PYTHONPATH=str(PROJECT_ROOT))
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(tmp),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        PYTHONPATH=str(PROJECT_ROOT),
+    )
     before = {p.name for p in PROJECT_ROOT.iterdir()}
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "gender.run", "debug=tiny", "logger=wandb",
-                           f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gender.run",
+            "debug=tiny",
+            "logger=wandb",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "wandb").is_dir()
     assert not any(cwd.iterdir()) and not any(tmp.iterdir())
-    allowed = (".cache/wandb", ".local/share/wandb", ".config/wandb",  # the user's W&B cache
-               ".cache/matplotlib", ".config/matplotlib", ".keras")  # not W&B's
+    allowed = (
+        ".cache/wandb",
+        ".local/share/wandb",
+        ".config/wandb",  # the user's W&B cache
+        ".cache/matplotlib",
+        ".config/matplotlib",
+        ".keras",
+    )  # not W&B's
     written = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
     assert all(w.startswith(allowed) for w in written), written
     assert not {"wandb", "artifacts"} & ({p.name for p in PROJECT_ROOT.iterdir()} - before)

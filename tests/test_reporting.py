@@ -34,8 +34,9 @@ def make_job(
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"job": {"num": num}, "mode": "MULTIRUN"}}))
+    (job / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"job": {"num": num}, "mode": "MULTIRUN"}})
+    )
     (job / ".hydra" / "config.yaml").write_text(
         yaml.safe_dump({"optimizer": {"lr": 0.001}, "model": {"dropout": 0.0}})
     )
@@ -340,8 +341,9 @@ def test_two_keys_other_than_lr_and_dropout_make_a_four_cell_heatmap(tmp_path: P
     sweep = tmp_path / "s"
     grid = [(s, lr) for s in (0.0, 0.1) for lr in (0.001, 0.003)]
     for num, (smoothing, lr) in enumerate(grid):
-        make_job(sweep, num, [f"trainer.label_smoothing={smoothing}", f"optimizer.lr={lr}"],
-                 val=0.7 + 0.05 * num)
+        make_job(
+            sweep, num, [f"trainer.label_smoothing={smoothing}", f"optimizer.lr={lr}"], val=0.7 + 0.05 * num
+        )
     summary = summarize(sweep)
     assert summary.swept_keys == ["trainer.label_smoothing", "optimizer.lr"]
     assert summary.figure_kind == "heatmap"
@@ -371,9 +373,11 @@ def test_three_keys_draw_parallel_coordinates_and_drop_stale_figures(tmp_path: P
 
 def test_many_single_runs_are_labelled_by_their_overrides(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    for when, overrides, val in (("2026-11-27/10-00-00", ["optimizer.lr=0.003"], 0.8),
-                                 ("2026-11-27/11-00-00", [], 0.7),
-                                 ("2026-11-28/09-00-00", ["experiment=fast"], 0.9)):
+    for when, overrides, val in (
+        ("2026-11-27/10-00-00", ["optimizer.lr=0.003"], 0.8),
+        ("2026-11-27/11-00-00", [], 0.7),
+        ("2026-11-28/09-00-00", ["experiment=fast"], 0.9),
+    ):
         job = make_job(runs / when, 0, overrides, val=val)
         job.rename(runs / when.replace("/", "/x"))  # a run dir is not named by a number
         hydra = runs / when.replace("/", "/x") / ".hydra" / "hydra.yaml"
@@ -382,9 +386,14 @@ def test_many_single_runs_are_labelled_by_their_overrides(tmp_path: Path) -> Non
     assert summary.figure_kind == "by_job"
     assert [j.label for j in summary.jobs] == ["experiment=fast", "optimizer.lr=0.003", "x11-00-00"]
     assert [r["job"] for r in read_csv(runs / "summary.csv")] == [
-        "2026-11-28/x09-00-00", "2026-11-27/x10-00-00", "2026-11-27/x11-00-00"]
-    assert "Job experiment=fast (`2026-11-28/x09-00-00/`) is best by val_accuracy" in (
-        runs / "summary.md").read_text()
+        "2026-11-28/x09-00-00",
+        "2026-11-27/x10-00-00",
+        "2026-11-27/x11-00-00",
+    ]
+    assert (
+        "Job experiment=fast (`2026-11-28/x09-00-00/`) is best by val_accuracy"
+        in (runs / "summary.md").read_text()
+    )
 
 
 def test_index_links_each_job_folder_plots_and_wandb_run(tmp_path: Path) -> None:
@@ -392,8 +401,13 @@ def test_index_links_each_job_folder_plots_and_wandb_run(tmp_path: Path) -> None
     grid_sweep(sweep)
     (sweep / "0" / "plots").mkdir()
     (sweep / "0" / "plots" / "roc.png").write_bytes(b"png")
-    online = {"id": "abc123", "project": "gender", "entity": "team", "mode": "online",
-              "url": "https://wandb.ai/team/gender/runs/abc123"}
+    online = {
+        "id": "abc123",
+        "project": "gender",
+        "entity": "team",
+        "mode": "online",
+        "url": "https://wandb.ai/team/gender/runs/abc123",
+    }
     (sweep / "0" / "wandb").mkdir()
     (sweep / "0" / "wandb" / "run.json").write_text(json.dumps(online))
     offline = {"id": "def456", "project": "gender", "entity": "team", "mode": "offline"}
@@ -414,8 +428,7 @@ def test_extra_columns_from_metrics_json(tmp_path: Path, capsys: pytest.CaptureF
     sweep = tmp_path / "sweep"
     grid_sweep(sweep, failed_job=None)
     summary = summarize(sweep, extra_columns=["rung"])
-    assert [r["rung"] for r in read_csv(sweep / "summary.csv")] == [
-        str(j.num % 2) for j in summary.jobs]
+    assert [r["rung"] for r in read_csv(sweep / "summary.csv")] == [str(j.num % 2) for j in summary.jobs]
     assert report.main([str(sweep), "--column", "rung"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split()[-2:] == ["rung", "error"]
 
@@ -428,6 +441,7 @@ def test_wandb_agent_runs_are_a_search_like_any_sweep(tmp_path: Path) -> None:
         job = make_job(root, 0, overrides, val=0.7 + d / 10)
         job.rename(root / name)
         (root / name / ".hydra" / "hydra.yaml").write_text(
-            yaml.safe_dump({"hydra": {"job": {"num": 0}, "mode": "RUN"}}))
+            yaml.safe_dump({"hydra": {"job": {"num": 0}, "mode": "RUN"}})
+        )
     summary = summarize(root)
     assert summary.swept_keys == ["optimizer.lr", "model.dropout"] and summary.figure_kind == "scatter"

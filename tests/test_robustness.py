@@ -16,8 +16,13 @@ from conftest import compose_cfg, run_cli
 from gender import PROJECT_ROOT
 from gender.training import train
 
-DETERMINISTIC = ["debug=tiny", "logger=none", "trainer.deterministic=true", "trainer.epochs=4",
-                 "data.synthetic.n_per_class=150"]
+DETERMINISTIC = [
+    "debug=tiny",
+    "logger=none",
+    "trainer.deterministic=true",
+    "trainer.epochs=4",
+    "data.synthetic.n_per_class=150",
+]
 
 
 def history(run_dir):
@@ -45,9 +50,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert run_cli("gender.run", *DETERMINISTIC, cache, f"hydra.run.dir={whole}").returncode == 0
 
     env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "gender.run", *DETERMINISTIC, cache,
-                             f"hydra.run.dir={broken}"], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gender.run", *DETERMINISTIC, cache, f"hydra.run.dir={broken}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (broken / "history.csv").exists() and len(history(broken)) >= 2:
@@ -95,8 +104,14 @@ def test_resume_refuses_a_finished_run(tmp_path):
     ],
 )
 def test_config_mistakes_exit_with_one_line(tmp_path, override, expected):
-    proc = run_cli("gender.run", "debug=tiny", "logger=none", f"paths.cache_dir={tmp_path}", override,
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "gender.run",
+        "debug=tiny",
+        "logger=none",
+        f"paths.cache_dir={tmp_path}",
+        override,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
@@ -124,15 +139,31 @@ def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
     (root / "male" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (root / "female" / "conflict.png").write_bytes((root / "male" / "0003.png").read_bytes())
     run_dir = tmp_path / "run"
-    proc = run_cli("gender.run", "data=folder", f"data.root={root}", "data.image_size=32",
-                   "data.max_pixels=40000", "trainer.epochs=1", "trainer.verbose=0", "logger=none",
-                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "gender.run",
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.max_pixels=40000",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "logger=none",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(run_dir / "skipped_files.csv") as f:
         rows = list(csv.DictReader(f))
     skipped = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in rows}
-    assert set(skipped) == {"corrupt.jpg", "truncated.png", "empty.jpg", "text.jpg", "huge.png",
-                            "conflict.png", "0003.png"}
+    assert set(skipped) == {
+        "corrupt.jpg",
+        "truncated.png",
+        "empty.jpg",
+        "text.jpg",
+        "huge.png",
+        "conflict.png",
+        "0003.png",
+    }
     assert skipped["huge.png"].startswith("too large") and skipped["empty.jpg"].startswith("empty")
     assert "conflicting label" in skipped["conflict.png"]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("data:")]

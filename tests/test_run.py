@@ -18,16 +18,30 @@ TINY = ["debug=tiny", "logger=none"]
 
 def test_cli_run_writes_every_output(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli("gender.run", *TINY, "trainer.epochs=3", "optimizer.lr=0.003",
-                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "gender.run",
+        *TINY,
+        "trainer.epochs=3",
+        "optimizer.lr=0.003",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("metrics.json", "model.keras", "history.csv", "split.csv", "skipped_files.csv",
-                 "plots/learning_curves.png", "plots/confusion_matrix.png",
-                 "predictions_test.csv", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+    for name in (
+        "metrics.json",
+        "model.keras",
+        "history.csv",
+        "split.csv",
+        "skipped_files.csv",
+        "plots/learning_curves.png",
+        "plots/confusion_matrix.png",
+        "predictions_test.csv",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+    ):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss", "epochs_run",
-                "wall_seconds"):
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss", "epochs_run", "wall_seconds"):
         assert metrics[key] is not None, key
     assert metrics["epochs_run"] == 3  # trainer.epochs took effect
     assert metrics["params"]["optimizer.lr"] == 0.003
@@ -40,8 +54,9 @@ def test_cli_run_writes_every_output(tmp_path):
 
 
 def test_missing_data_root_is_one_clear_line(tmp_path):
-    proc = run_cli("gender.run", "logger=none", f"data.root={tmp_path / 'nowhere'}",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "gender.run", "logger=none", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert err[-1].startswith("error: data.root=") and "data=synthetic" in err[-1]
@@ -51,10 +66,20 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
 def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     """``train(cfg)`` is a plain function: tests and tools call it without the CLI."""
     root = make_images(tmp_path / "faces", {"male": 16, "female": 16})
-    cfg = compose_cfg("data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8",
-                      "optimizer=sgd", "augmentation=none", "model=rescnn", "trainer.epochs=2",
-                      "model.test_time_flip=true", "trainer.verbose=0", "logger=none",
-                      tmp_path=tmp_path)
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "optimizer=sgd",
+        "augmentation=none",
+        "model=rescnn",
+        "trainer.epochs=2",
+        "model.test_time_flip=true",
+        "trainer.verbose=0",
+        "logger=none",
+        tmp_path=tmp_path,
+    )
     metrics = train(cfg)
     assert metrics["epochs_run"] == 2
     assert metrics["split_sizes"] == {"train": 26, "val": 4, "test": 2}  # 16 per class, stratified
@@ -64,7 +89,8 @@ def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     model = load_model(Path(cfg.paths.output_dir) / "model.keras")
     assert "mirror" in [layer.name for layer in model.layers]
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(model.predict(x[:, :, ::-1], verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(x[:, :, ::-1], verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(Exception, match="never overwritten"):
         train(cfg)  # a finished run directory is never reused

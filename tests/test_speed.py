@@ -16,12 +16,23 @@ from gender import CONF_DIR, PROJECT_ROOT
 from gender.training import train
 
 BENCH_KEYS = (
-    "pipeline_images_per_s", "pipeline_first_epoch_images_per_s", "train_step_images_per_s",
-    "end_to_end_images_per_s", "seed_recipe_images_per_s", "inference_images_per_s", "peak_rss_mb",
-    "ratio_end_to_end_vs_train_step", "ratio_framework_vs_seed_recipe",
+    "pipeline_images_per_s",
+    "pipeline_first_epoch_images_per_s",
+    "train_step_images_per_s",
+    "end_to_end_images_per_s",
+    "seed_recipe_images_per_s",
+    "inference_images_per_s",
+    "peak_rss_mb",
+    "ratio_end_to_end_vs_train_step",
+    "ratio_framework_vs_seed_recipe",
 )
-FOLDER = ("data=folder", "data.classes.male=[man]", "data.classes.female=[woman]",
-          "data.image_size=32", "data.batch_size=8")
+FOLDER = (
+    "data=folder",
+    "data.classes.male=[man]",
+    "data.classes.female=[woman]",
+    "data.image_size=32",
+    "data.batch_size=8",
+)
 ONE_STEP = ("trainer.epochs=1", "trainer.limit_batches=1", "trainer.verbose=0", "logger=none")
 
 
@@ -45,10 +56,18 @@ def tiny_train_cfg(images: Path, tmp_path: Path, *overrides: str):
 
 def test_bench_cli_writes_every_figure(tmp_path, images):
     run_dir = tmp_path / "bench"
-    proc = run_cli("gender.bench", *FOLDER, f"data.root={images}", "bench.steps=2",
-                   "bench.warmup_steps=1", "bench.repeats=2", "bench.cached_batches=2",
-                   "bench.sweep.preset=null", f"paths.cache_dir={tmp_path / 'cache'}",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "gender.bench",
+        *FOLDER,
+        f"data.root={images}",
+        "bench.steps=2",
+        "bench.warmup_steps=1",
+        "bench.repeats=2",
+        "bench.cached_batches=2",
+        "bench.sweep.preset=null",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "bench.json").read_text())
     for key in BENCH_KEYS:
@@ -70,25 +89,44 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
 def test_bench_applies_speed_options_to_every_model(tmp_path, images):
     """The documented comparison command: augmentation in the model, mixed precision and XLA."""
     run_dir = tmp_path / "bench"
-    proc = run_cli("gender.bench", *FOLDER, f"data.root={images}", "bench.steps=1",
-                   "bench.warmup_steps=1", "bench.repeats=1", "bench.seed_recipe=false",
-                   "augmentation.placement=model", "trainer.mixed_precision=true",
-                   "trainer.jit_compile=true", "bench.sweep.preset=null",
-                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "gender.bench",
+        *FOLDER,
+        f"data.root={images}",
+        "bench.steps=1",
+        "bench.warmup_steps=1",
+        "bench.repeats=1",
+        "bench.seed_recipe=false",
+        "augmentation.placement=model",
+        "trainer.mixed_precision=true",
+        "trainer.jit_compile=true",
+        "bench.sweep.preset=null",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "bench.json").read_text())
     s = result["settings"]
     assert (s["augmentation_placement"], s["mixed_precision"], s["jit_compile"]) == (
-        "model", "mixed_float16", True)
+        "model",
+        "mixed_float16",
+        True,
+    )
     assert result["end_to_end_images_per_s"] > 0 and result["seed_recipe_images_per_s"] is None
 
 
 def test_bench_bad_setting_is_one_line(tmp_path, images):
-    proc = run_cli("gender.bench", *FOLDER, f"data.root={images}", "bench.warmup_steps=0",
-                   f"hydra.run.dir={tmp_path / 'bench'}")
+    proc = run_cli(
+        "gender.bench",
+        *FOLDER,
+        f"data.root={images}",
+        "bench.warmup_steps=0",
+        f"hydra.run.dir={tmp_path / 'bench'}",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: bench.warmup_steps=0 is invalid: must be an integer >= 1")
+        "error: bench.warmup_steps=0 is invalid: must be an integer >= 1"
+    )
 
 
 def test_jobs_of_a_sweep_decode_once(tmp_path, images, caplog, float32_policy):
@@ -100,14 +138,16 @@ def test_jobs_of_a_sweep_decode_once(tmp_path, images, caplog, float32_policy):
             cfg.paths.output_dir = str(tmp_path / job)
         train(cfg)
     decoded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decoding ")]
-    assert decoded == [f"decoding 40 images at 32px into {next((tmp_path / 'cache').glob('images-*'))} "
-                       "(once per data configuration)"]
+    assert decoded == [
+        f"decoding 40 images at 32px into {next((tmp_path / 'cache').glob('images-*'))} "
+        "(once per data configuration)"
+    ]
 
 
-@pytest.mark.parametrize(("setting", "policy"), [("true", "mixed_float16"),
-                                               ("bfloat16", "mixed_bfloat16")])
-def test_mixed_precision_keeps_a_float32_output_and_trains_on_cpu(tmp_path, images, float32_policy,
-                                                                  setting, policy):
+@pytest.mark.parametrize(("setting", "policy"), [("true", "mixed_float16"), ("bfloat16", "mixed_bfloat16")])
+def test_mixed_precision_keeps_a_float32_output_and_trains_on_cpu(
+    tmp_path, images, float32_policy, setting, policy
+):
     import keras
 
     metrics = train(tiny_train_cfg(images, tmp_path, f"trainer.mixed_precision={setting}"))
@@ -179,10 +219,19 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path, images):
     """Logical devices must exist before TensorFlow initialises: hence a fresh process."""
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED)
-    proc = run_cli("mirrored", str(CONF_DIR), str(tmp_path), *FOLDER,
-                   f"data.root={images}", "trainer.epochs=1", "trainer.verbose=0", "logger=none",
-                   "trainer.strategy=mirrored", cwd=tmp_path,
-                   env={"PYTHONPATH": str(PROJECT_ROOT)})
+    proc = run_cli(
+        "mirrored",
+        str(CONF_DIR),
+        str(tmp_path),
+        *FOLDER,
+        f"data.root={images}",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "logger=none",
+        "trainer.strategy=mirrored",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(PROJECT_ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"replicas": [2], "epochs_run": 1}

@@ -23,9 +23,22 @@ from gender.tracking.config import secret_values
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-0123456789abcdef"
-WANDB_ENV = ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_PROJECT",
-             "WANDB_ENTITY", "WANDB_RUN_GROUP", "WANDB_NAME", "WANDB_TAGS", "WANDB_JOB_TYPE",
-             "WANDB_IDENTITY_TOKEN_FILE", "WANDB_DISABLED", "WANDB_SILENT", "NETRC")
+WANDB_ENV = (
+    "WANDB_API_KEY",
+    "WANDB_MODE",
+    "WANDB_DIR",
+    "WANDB_BASE_URL",
+    "WANDB_PROJECT",
+    "WANDB_ENTITY",
+    "WANDB_RUN_GROUP",
+    "WANDB_NAME",
+    "WANDB_TAGS",
+    "WANDB_JOB_TYPE",
+    "WANDB_IDENTITY_TOKEN_FILE",
+    "WANDB_DISABLED",
+    "WANDB_SILENT",
+    "NETRC",
+)
 
 
 @pytest.fixture
@@ -36,8 +49,11 @@ def wandb_home(tmp_path, monkeypatch):
     for name in WANDB_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
-    for name, sub in (("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"),
-                      ("WANDB_DATA_DIR", "data")):
+    for name, sub in (
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_DATA_DIR", "data"),
+    ):
         monkeypatch.setenv(name, str(home / sub))
     monkeypatch.chdir(tmp_path)
     yield home
@@ -49,16 +65,28 @@ def wandb_home(tmp_path, monkeypatch):
 
 def make_cfg(mode: str = "offline", **logger):
     """A composed-by-hand job config with the keys a sweep varies."""
-    return OmegaConf.create({
-        "seed": 0,
-        "optimizer": {"name": "adam", "lr": 0.003},
-        "model": {"name": "tiny", "dropout": 0.2},
-        "paths": {"output_dir": "${hydra:runtime.output_dir}"},  # unresolvable outside Hydra
-        "secrets": {"wandb_api_key": SECRET, "note": "kept"},
-        "logger": {"project": "gender-test", "entity": None, "mode": mode, "group": None,
-                   "name": None, "tags": ["test"], "dir": None, "log_model": True,
-                   "log_predictions": 5, "init_timeout": 5, **logger},
-    })
+    return OmegaConf.create(
+        {
+            "seed": 0,
+            "optimizer": {"name": "adam", "lr": 0.003},
+            "model": {"name": "tiny", "dropout": 0.2},
+            "paths": {"output_dir": "${hydra:runtime.output_dir}"},  # unresolvable outside Hydra
+            "secrets": {"wandb_api_key": SECRET, "note": "kept"},
+            "logger": {
+                "project": "gender-test",
+                "entity": None,
+                "mode": mode,
+                "group": None,
+                "name": None,
+                "tags": ["test"],
+                "dir": None,
+                "log_model": True,
+                "log_predictions": 5,
+                "init_timeout": 5,
+                **logger,
+            },
+        }
+    )
 
 
 def leet(run: Path, *args: str) -> str:
@@ -94,15 +122,18 @@ def tiny_model_fit(callbacks: list):
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("float32")
     y = np.arange(16) % 2
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dropout(0.2), keras.layers.Dense(1, activation="sigmoid"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy",
-                  metrics=["accuracy"])
-    model.fit(x, y, validation_data=(x[:8], y[:8]), epochs=2, batch_size=8, verbose=0,
-              callbacks=callbacks)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, validation_data=(x[:8], y[:8]), epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
     return model, x, y
 
 
@@ -120,18 +151,31 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
             path = tmp_path / "images" / f"{i}.png"
             path.parent.mkdir(exist_ok=True)
             Image.fromarray(x[i].astype("uint8")).save(path)
-            rows.append({"path": str(path), "true": int(y[i]), "pred": int(prob[i] >= 0.5),
-                         "prob": float(prob[i]), "group": "synthetic"})
+            rows.append(
+                {
+                    "path": str(path),
+                    "true": int(y[i]),
+                    "pred": int(prob[i] >= 0.5),
+                    "prob": float(prob[i]),
+                    "group": "synthetic",
+                }
+            )
         cm = np.zeros((2, 2), int)
         for r in rows:
             cm[r["true"], r["pred"]] += 1
         correct = sum(r["true"] == r["pred"] for r in rows)
-        result = {"n": len(rows), "accuracy": correct / len(rows), "roc_auc": 0.5,
-                  "per_class": {"male": {"recall": 0.5}}, "confusion_matrix": cm.tolist()}
+        result = {
+            "n": len(rows),
+            "accuracy": correct / len(rows),
+            "roc_auc": 0.5,
+            "per_class": {"male": {"recall": 0.5}},
+            "confusion_matrix": cm.tolist(),
+        }
         tracker.log_summary({"val_accuracy": 0.75, "best_epoch": 2})
         tracker.log_evaluation(result, rows, ["male", "female"])
-        tracker.log_model(run_dir / "model.keras", {"val_accuracy": 0.75, "best_epoch": 2,
-                                                    "test_accuracy_ci95": [0.5, 0.9]})
+        tracker.log_model(
+            run_dir / "model.keras", {"val_accuracy": 0.75, "best_epoch": 2, "test_accuracy_ci95": [0.5, 0.9]}
+        )
     assert not tracker.enabled
 
     run = only_run(run_dir)
@@ -148,11 +192,15 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
     header = next(r["run"] for r in records if r["type"] == "run")
     assert header["job_type"] == "train"
 
-    epochs = [r["history"]["item"] for r in records
-              if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]]
+    epochs = [
+        r["history"]["item"]
+        for r in records
+        if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]
+    ]
     assert [e["epoch/epoch"] for e in epochs] == [1, 2]  # as history.csv and best_epoch count
-    assert all({"epoch/accuracy", "epoch/loss", "epoch/val_loss", "epoch/learning_rate"}
-               <= e.keys() for e in epochs)
+    assert all(
+        {"epoch/accuracy", "epoch/loss", "epoch/val_loss", "epoch/learning_rate"} <= e.keys() for e in epochs
+    )
     assert epochs[0]["epoch/learning_rate"] == pytest.approx(0.003)
 
     s = summary["summary"]
@@ -176,11 +224,20 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
     metadata = json.loads(model_art["metadata"])
     assert metadata["val_accuracy"] == 0.75 and metadata["best_epoch"] == 2
     assert metadata["test_accuracy_ci95"] == [0.5, 0.9]
-    assert metadata["config"] == {"seed": 0, "model.name": "tiny", "model.dropout": 0.2,
-                                  "optimizer.name": "adam", "optimizer.lr": 0.003}
+    assert metadata["config"] == {
+        "seed": 0,
+        "model.name": "tiny",
+        "model.dropout": 0.2,
+        "optimizer.name": "adam",
+        "optimizer.lr": 0.003,
+    }
     assert [c["path"] for c in model_art["manifest"]["contents"]] == ["model.keras"]
-    images = [c["path"] for a in artifacts for c in a["manifest"]["contents"]
-              if c["path"].startswith("media/images/")]
+    images = [
+        c["path"]
+        for a in artifacts
+        for c in a["manifest"]["contents"]
+        if c["path"].startswith("media/images/")
+    ]
     assert images, "the predictions table carries image thumbnails"
 
     # The secret is nowhere in what W&B wrote (run files, logs, staged artifacts).
@@ -219,8 +276,7 @@ def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, ca
     assert not list(wandb_home.rglob("*"))
 
 
-def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wandb_home,
-                                                                    caplog):
+def test_online_without_api_key_falls_back_offline_with_one_warning(tmp_path, wandb_home, caplog):
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="gender.tracking"):
         with Tracker.start(make_cfg(mode="online"), run_dir) as tracker:
@@ -258,9 +314,9 @@ def hydra_app(tmp_path: Path, logger: str = "wandb") -> Path:
     conf = tmp_path / "conf"
     (conf / "logger").mkdir(parents=True)
     for name in ("wandb", "tensorboard", "none"):
-        (conf / "logger" / f"{name}.yaml").write_text(
-            (REPO / f"gender/conf/logger/{name}.yaml").read_text())
-    (conf / "config.yaml").write_text(textwrap.dedent(f"""\
+        (conf / "logger" / f"{name}.yaml").write_text((REPO / f"gender/conf/logger/{name}.yaml").read_text())
+    (conf / "config.yaml").write_text(
+        textwrap.dedent(f"""\
         defaults:
           - logger: {logger}
           - _self_
@@ -271,7 +327,8 @@ def hydra_app(tmp_path: Path, logger: str = "wandb") -> Path:
             config:
               override_dirname:
                 exclude_keys: [logger, experiment]
-        """))
+        """)
+    )
     script = tmp_path / "job.py"
     script.write_text(JOB_SCRIPT.format(conf=str(conf)))
     return script
@@ -279,8 +336,14 @@ def hydra_app(tmp_path: Path, logger: str = "wandb") -> Path:
 
 def run_app(script: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    done = subprocess.run([sys.executable, str(script), *args], cwd=script.parent, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=script.parent,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -290,9 +353,15 @@ def test_online_unreachable_falls_back_offline_and_later_jobs_skip_the_wait(tmp_
     folder, so the next job (in any process) goes straight to offline with one warning."""
     key = "k" * 40
     script = hydra_app(tmp_path)
-    done = run_app(script, "-m", "optimizer.lr=0.1,0.2", "logger.mode=online", "logger.init_timeout=2",
-                   "hydra.sweep.dir=multirun/s", env={"WANDB_API_KEY": key, "HOME": str(wandb_home),
-                                                      "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    done = run_app(
+        script,
+        "-m",
+        "optimizer.lr=0.1,0.2",
+        "logger.mode=online",
+        "logger.init_timeout=2",
+        "hydra.sweep.dir=multirun/s",
+        env={"WANDB_API_KEY": key, "HOME": str(wandb_home), "WANDB_BASE_URL": "http://127.0.0.1:9"},
+    )
     output = done.stdout + done.stderr
     warnings = [line for line in output.splitlines() if "W&B online tracking unavailable" in line]
     assert len(warnings) == 2 and "earlier in this sweep" in warnings[1]
@@ -334,18 +403,25 @@ def test_two_trackers_in_one_process_are_two_runs(tmp_path, wandb_home):
 
 def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wandb_home):
     script = hydra_app(tmp_path)
-    run_app(script, "-m", "optimizer.lr=0.1,0.2", "model.dropout=0.5", f"+db.password={SECRET}",
-            "hydra.sweep.dir=outputs/multirun/2026-11-27/12-30-00", env={"HOME": str(wandb_home)})
+    run_app(
+        script,
+        "-m",
+        "optimizer.lr=0.1,0.2",
+        "model.dropout=0.5",
+        f"+db.password={SECRET}",
+        "hydra.sweep.dir=outputs/multirun/2026-11-27/12-30-00",
+        env={"HOME": str(wandb_home)},
+    )
     sweep = tmp_path / "outputs" / "multirun" / "2026-11-27" / "12-30-00"
     jobs = [records_of(only_run(sweep / job)) for job in "01"]
-    assert [[r["exit"]["exit_code"] for r in recs if r["type"] == "exit"] for recs in jobs] \
-        == [[0], [0]]
+    assert [[r["exit"]["exit_code"] for r in recs if r["type"] == "exit"] for recs in jobs] == [[0], [0]]
     headers = [next(r["run"] for r in recs if r["type"] == "run") for recs in jobs]
     # the sweep folder's date and time, whichever folder the command ran from
     assert [h["run_group"] for h in headers] == ["2026-11-27/12-30-00"] * 2
     assert [h["display_name"] for h in headers] == [
         "+db.password=***,model.dropout=0.5,optimizer.lr=0.1",
-        "+db.password=***,model.dropout=0.5,optimizer.lr=0.2"]
+        "+db.password=***,model.dropout=0.5,optimizer.lr=0.2",
+    ]
     assert headers[0]["run_id"] != headers[1]["run_id"]
     # the job's .hydra/ files go with the run, the secret masked
     files = only_run(sweep / "0") / "files" / "hydra"
@@ -358,7 +434,8 @@ def test_hydra_multirun_jobs_share_group_and_are_named_by_overrides(tmp_path, wa
     links = sorted(p for p in (sweep / "wandb").iterdir() if p.name.startswith("offline-run-"))
     assert all(link.is_symlink() for link in links)
     assert sorted(link.resolve() for link in links) == sorted(
-        only_run(sweep / job).resolve() for job in ("0", "1"))
+        only_run(sweep / job).resolve() for job in ("0", "1")
+    )
 
 
 def test_a_run_without_overrides_gets_a_readable_name(tmp_path, wandb_home):
@@ -433,16 +510,29 @@ def test_logger_group_composes_with_the_project_config(wandb_home, monkeypatch):
 
 
 def test_config_helpers():
-    cfg = OmegaConf.create({"a": "${hydra:job.name}", "b": {"c": "${x}", "api_key": "k"},
-                            "x": 1, "tokenizer": "t"})
-    assert resolved_config(cfg) == {"a": "${hydra:job.name}", "b": {"c": 1, "api_key": "k"},
-                                    "x": 1, "tokenizer": "t"}
-    assert redact_secrets(resolved_config(cfg)) == {"a": "${hydra:job.name}", "b": {"c": 1},
-                                                    "x": 1, "tokenizer": "t"}
-    assert flatten({"test": {"accuracy": np.float32(0.5), "ci": [0.1, 0.9]}, "nan": float("nan")}) \
-        == {"test/accuracy": 0.5, "test/ci": [0.1, 0.9], "nan": None}
-    assert secret_values({"db": {"password": "hunter22"}, "x": "visible"},
-                         ["+api_token=abcdef", "lr=0.1"]) == {"hunter22", "abcdef"}
+    cfg = OmegaConf.create(
+        {"a": "${hydra:job.name}", "b": {"c": "${x}", "api_key": "k"}, "x": 1, "tokenizer": "t"}
+    )
+    assert resolved_config(cfg) == {
+        "a": "${hydra:job.name}",
+        "b": {"c": 1, "api_key": "k"},
+        "x": 1,
+        "tokenizer": "t",
+    }
+    assert redact_secrets(resolved_config(cfg)) == {
+        "a": "${hydra:job.name}",
+        "b": {"c": 1},
+        "x": 1,
+        "tokenizer": "t",
+    }
+    assert flatten({"test": {"accuracy": np.float32(0.5), "ci": [0.1, 0.9]}, "nan": float("nan")}) == {
+        "test/accuracy": 0.5,
+        "test/ci": [0.1, 0.9],
+        "nan": None,
+    }
+    assert secret_values(
+        {"db": {"password": "hunter22"}, "x": "visible"}, ["+api_token=abcdef", "lr=0.1"]
+    ) == {"hunter22", "abcdef"}
 
 
 @pytest.mark.slow
@@ -452,17 +542,28 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     from conftest import run_cli
 
     run_dir = tmp_path / "run"
-    proc = run_cli("gender.run", "debug=tiny", "trainer.epochs=3", "optimizer.lr=0.002",
-                   "model.dropout=0.3", "logger.mode=offline", f"paths.cache_dir={tmp_path / 'cache'}",
-                   f"hydra.run.dir={run_dir}", env={"HOME": str(wandb_home)})
+    proc = run_cli(
+        "gender.run",
+        "debug=tiny",
+        "trainer.epochs=3",
+        "optimizer.lr=0.002",
+        "model.dropout=0.3",
+        "logger.mode=offline",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        env={"HOME": str(wandb_home)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(run_dir)
     summary, records = summary_of(run), records_of(run)
     config = summary["config"]
     assert config["optimizer"]["lr"] == 0.002 and config["model"]["dropout"] == 0.3
     assert config["environment"]["packages"]["tensorflow"]  # versions recorded for reproduction
-    epochs = [r["history"]["item"] for r in records
-              if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]]
+    epochs = [
+        r["history"]["item"]
+        for r in records
+        if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]
+    ]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # one epoch numbering: W&B's epoch/epoch, history.csv and best_epoch
     history = (run_dir / "history.csv").read_text().splitlines()[1:]
@@ -473,8 +574,9 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     assert s["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert s["test/confusion_matrix_table"]["_type"] == "table-file"
     assert s["test/predictions"]["nrows"] == metrics["test_images"]
-    (model_art,) = [r["artifact"] for r in records
-                    if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
+    (model_art,) = [
+        r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "model"
+    ]
     assert sorted(model_art["aliases"]) == ["best", "latest"]
     assert json.loads(model_art["metadata"])["best_epoch"] == metrics["best_epoch"]
     assert summary["state"] == "finished"
@@ -482,8 +584,13 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
 
     # offline, W&B refuses use_artifact: the training run and the model's digest go in the config
     eval_dir = tmp_path / "eval"
-    proc = run_cli("gender.evaluate", f"model_path={run_dir}", "logger.mode=offline",
-                   f"hydra.run.dir={eval_dir}", env={"HOME": str(wandb_home)})
+    proc = run_cli(
+        "gender.evaluate",
+        f"model_path={run_dir}",
+        "logger.mode=offline",
+        f"hydra.run.dir={eval_dir}",
+        env={"HOME": str(wandb_home)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = summary_of(only_run(eval_dir))
     link = evaluated["config"]["model_artifact"]

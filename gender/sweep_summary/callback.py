@@ -60,8 +60,9 @@ class SweepSummaryCallback(Callback):
     ``extra_columns``: keys of the jobs' ``metrics.json`` shown as table columns.
     """
 
-    def __init__(self, enabled: bool = True, record_failures: bool = True,
-                 extra_columns: Sequence[str] = ()) -> None:
+    def __init__(
+        self, enabled: bool = True, record_failures: bool = True, extra_columns: Sequence[str] = ()
+    ) -> None:
         self.enabled = enabled
         self.record_failures = record_failures
         self.extra_columns = [str(c) for c in extra_columns or ()]
@@ -84,8 +85,12 @@ class SweepSummaryCallback(Callback):
         sweep_dir = _sweep_dir(config)
         out = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
         job_dir = Path(str(out)) if out else None
-        if (self.record_failures and job_dir is not None and job_return is not None
-                and getattr(job_return, "status", None) == JobStatus.FAILED):
+        if (
+            self.record_failures
+            and job_dir is not None
+            and job_return is not None
+            and getattr(job_return, "status", None) == JobStatus.FAILED
+        ):
             try:
                 record_failure(job_dir, job_return)
             except OSError as exc:

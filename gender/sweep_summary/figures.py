@@ -131,7 +131,7 @@ def _by_job(jobs: Sequence[JobRecord]) -> Any:
 
 
 def _short(text: str, width: int = 60) -> str:
-    return text if len(text) <= width else "..." + text[-(width - 3):]
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
 
 
 def _by_param(jobs: Sequence[JobRecord], key: str) -> Any:
@@ -146,24 +146,42 @@ def _by_param(jobs: Sequence[JobRecord], key: str) -> Any:
         return number(job.params[key]) if axis.numeric else axis.index(job.params[key])
 
     if not axis.numeric:
-        means = [np.mean([j.val_accuracy for j in ok if str(j.params[key]) == level] or [np.nan])
-                 for level in axis.levels]
-        ax.bar(range(len(axis.levels)), np.nan_to_num(means, nan=0.0), color="tab:blue", alpha=0.35,
-               label="mean")
+        means = [
+            np.mean([j.val_accuracy for j in ok if str(j.params[key]) == level] or [np.nan])
+            for level in axis.levels
+        ]
+        ax.bar(
+            range(len(axis.levels)), np.nan_to_num(means, nan=0.0), color="tab:blue", alpha=0.35, label="mean"
+        )
         ax.set_xticks(range(len(axis.levels)), axis.labels())
     elif len(axis.levels) > 1:
-        means = [np.mean([j.val_accuracy for j in ok if number(j.params[key]) == v] or [np.nan])
-                 for v in axis.levels]
+        means = [
+            np.mean([j.val_accuracy for j in ok if number(j.params[key]) == v] or [np.nan])
+            for v in axis.levels
+        ]
         ax.plot(axis.levels, means, "-", color="tab:blue", alpha=0.5)
-    ax.scatter([x_of(j) for j in ok], [j.val_accuracy for j in ok], color="tab:blue", zorder=3,
-               label="job")
+    ax.scatter([x_of(j) for j in ok], [j.val_accuracy for j in ok], color="tab:blue", zorder=3, label="job")
     best = _best(jobs)
     if best is not None and best in ok:
-        ax.scatter([x_of(best)], [best.val_accuracy], s=200, facecolors="none", edgecolors="red",
-                   linewidths=2, zorder=4, label=f"best ({best.label})")
+        ax.scatter(
+            [x_of(best)],
+            [best.val_accuracy],
+            s=200,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+            zorder=4,
+            label=f"best ({best.label})",
+        )
     if bad:
-        ax.scatter([x_of(j) for j in bad], [lo] * len(bad), marker="x", color=FAILED, zorder=3,
-                   label="failed / no result")
+        ax.scatter(
+            [x_of(j) for j in bad],
+            [lo] * len(bad),
+            marker="x",
+            color=FAILED,
+            zorder=3,
+            label="failed / no result",
+        )
     if axis.log:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -201,8 +219,9 @@ def _heatmap(jobs: Sequence[JobRecord], xa: Axis, ya: Axis) -> Any:
     vmin, vmax = _accuracies(jobs)
     fig = new_figure(2.2 + 1.1 * len(xa.levels), 1.6 + 0.7 * len(ya.levels))
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=vmin, vmax=vmax,
-                      origin="lower", aspect="auto")
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap="viridis", vmin=vmin, vmax=vmax, origin="lower", aspect="auto"
+    )
     ax.set_facecolor("#dddddd")  # cells no job ran
     best = _best(jobs)
     for (r, c), group in members.items():
@@ -219,8 +238,7 @@ def _heatmap(jobs: Sequence[JobRecord], xa: Axis, ya: Axis) -> Any:
     ax.set_xlabel(xa.key)
     ax.set_ylabel(ya.key)
     fig.colorbar(image, ax=ax, label=RANK_METRIC)
-    ax.set_title(f"{RANK_METRIC} over {xa.key} x {ya.key}" + (" (best in bold)" if best else ""),
-                 fontsize=10)
+    ax.set_title(f"{RANK_METRIC} over {xa.key} x {ya.key}" + (" (best in bold)" if best else ""), fontsize=10)
     return fig
 
 
@@ -229,27 +247,45 @@ def _scatter(jobs: Sequence[JobRecord], xa: Axis, ya: Axis) -> Any:
     ax = fig.add_subplot()
 
     def xy(job: JobRecord) -> tuple[float, float]:
-        return (number(job.params[xa.key]) if xa.numeric else xa.index(job.params[xa.key]),
-                number(job.params[ya.key]) if ya.numeric else ya.index(job.params[ya.key]))
+        return (
+            number(job.params[xa.key]) if xa.numeric else xa.index(job.params[xa.key]),
+            number(job.params[ya.key]) if ya.numeric else ya.index(job.params[ya.key]),
+        )
 
     ok = [j for j in jobs if j.val_accuracy is not None]
     bad = [j for j in jobs if j.val_accuracy is None]
     vmin, vmax = _accuracies(jobs)
     if ok:
-        points = ax.scatter(*zip(*map(xy, ok), strict=True), c=[j.val_accuracy for j in ok],
-                            cmap="viridis", vmin=vmin, vmax=vmax, s=70, edgecolors="black")
+        points = ax.scatter(
+            *zip(*map(xy, ok), strict=True),
+            c=[j.val_accuracy for j in ok],
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            s=70,
+            edgecolors="black",
+        )
         fig.colorbar(points, ax=ax, label=RANK_METRIC)
     best = _best(jobs)
     if best is not None and best in ok:
-        ax.scatter(*zip(xy(best), strict=True), s=260, facecolors="none", edgecolors="red",
-                   linewidths=2, label=f"best ({best.label})")
+        ax.scatter(
+            *zip(xy(best), strict=True),
+            s=260,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+            label=f"best ({best.label})",
+        )
     if bad:
-        ax.scatter(*zip(*map(xy, bad), strict=True), marker="x", color=FAILED, s=60,
-                   label="failed / no result")
+        ax.scatter(
+            *zip(*map(xy, bad), strict=True), marker="x", color=FAILED, s=60, label="failed / no result"
+        )
     for job in jobs:
         ax.annotate(job.label, xy(job), textcoords="offset points", xytext=(5, 5), fontsize=7)
-    for axis, set_scale, set_ticks, minor in ((xa, ax.set_xscale, ax.set_xticks, ax.xaxis),
-                                              (ya, ax.set_yscale, ax.set_yticks, ax.yaxis)):
+    for axis, set_scale, set_ticks, minor in (
+        (xa, ax.set_xscale, ax.set_xticks, ax.xaxis),
+        (ya, ax.set_yscale, ax.set_yticks, ax.yaxis),
+    ):
         if axis.log:
             set_scale("log")
             minor.set_minor_formatter(NullFormatter())
@@ -281,19 +317,43 @@ def _parallel(jobs: Sequence[JobRecord], keys: Sequence[str]) -> Any:
         acc = (job.val_accuracy - lo) / (hi - lo)
         ys.append(acc)
         is_best = job is best
-        ax.plot(range(n + 1), ys, "-o", ms=3, color="red" if is_best else cmap(acc),
-                lw=2.8 if is_best else 1.4, alpha=1.0 if is_best else 0.8, zorder=3 if is_best else 2)
+        ax.plot(
+            range(n + 1),
+            ys,
+            "-o",
+            ms=3,
+            color="red" if is_best else cmap(acc),
+            lw=2.8 if is_best else 1.4,
+            alpha=1.0 if is_best else 0.8,
+            zorder=3 if is_best else 2,
+        )
     for i, axis in enumerate(axes):
         ax.axvline(i, color="black", lw=0.8)
         labels = axis.labels()
         step = max(1, math.ceil(len(labels) / 8))
         for level, label in list(zip(axis.levels, labels, strict=True))[::step]:
-            ax.text(i - 0.04, axis.position(level), label, ha="right", va="center", fontsize=7,
-                    zorder=5, bbox={"fc": "white", "ec": "none", "pad": 1, "alpha": 0.85})
+            ax.text(
+                i - 0.04,
+                axis.position(level),
+                label,
+                ha="right",
+                va="center",
+                fontsize=7,
+                zorder=5,
+                bbox={"fc": "white", "ec": "none", "pad": 1, "alpha": 0.85},
+            )
     ax.axvline(n, color="black", lw=0.8)
     for frac in (0.0, 0.5, 1.0):
-        ax.text(n + 0.04, frac, format_value(lo + frac * (hi - lo), 3), ha="left", va="center", fontsize=7,
-                zorder=5, bbox={"fc": "white", "ec": "none", "pad": 1, "alpha": 0.85})
+        ax.text(
+            n + 0.04,
+            frac,
+            format_value(lo + frac * (hi - lo), 3),
+            ha="left",
+            va="center",
+            fontsize=7,
+            zorder=5,
+            bbox={"fc": "white", "ec": "none", "pad": 1, "alpha": 0.85},
+        )
     ax.set_xticks(range(n + 1), [*keys, RANK_METRIC], fontsize=8)
     ax.set_yticks([])
     ax.set_xlim(-0.6, n + 0.4)
@@ -301,8 +361,10 @@ def _parallel(jobs: Sequence[JobRecord], keys: Sequence[str]) -> Any:
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     note = f"red: best job {best.label}; " if best is not None else ""
-    ax.set_title(f"{RANK_METRIC} across {len(keys)} swept keys ({note}colour: {RANK_METRIC}; "
-                 "dashed: failed)", fontsize=10)
+    ax.set_title(
+        f"{RANK_METRIC} across {len(keys)} swept keys ({note}colour: {RANK_METRIC}; dashed: failed)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -336,8 +398,10 @@ def plot_sweep_curves(jobs: Sequence[JobRecord], path: Path, keys: Sequence[str]
         ax_loss.plot(epochs, loss, style, color=colour, lw=width, marker="o", ms=3)
         ax_loss.plot(epochs, val_loss, "--", color=colour, lw=width, alpha=0.8)
         drawn += 1
-    ax_acc.set_title("val_accuracy per epoch" + (f" (legend: first {_MAX_LEGEND} of {drawn})"
-                                                 if drawn > _MAX_LEGEND else ""))
+    ax_acc.set_title(
+        "val_accuracy per epoch"
+        + (f" (legend: first {_MAX_LEGEND} of {drawn})" if drawn > _MAX_LEGEND else "")
+    )
     ax_acc.set_ylabel("val_accuracy")
     ax_loss.set_title("loss per epoch (solid: train, dashed: validation)")
     ax_loss.set_ylabel("loss")

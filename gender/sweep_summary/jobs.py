@@ -150,7 +150,8 @@ def read_wandb_run(job_dir: Path) -> dict[str, Any] | None:
         return None
     run_id = str(info["id"])
     info["synced"] = bool(info.get("url")) or any(
-        (job_dir / "wandb").glob(f"*-{run_id}/run-{run_id}.wandb.synced"))
+        (job_dir / "wandb").glob(f"*-{run_id}/run-{run_id}.wandb.synced")
+    )
     if not info.get("url") and info["synced"] and info.get("entity") and info.get("project"):
         info["url"] = f"{WANDB_APP}/{info['entity']}/{info['project']}/runs/{run_id}"
     return info

@@ -36,18 +36,25 @@ def _best_sentence(summary: SweepSummary) -> str:
     best = summary.best
     assert best is not None
     extra = f", test_accuracy {format_value(best.test_accuracy)}" if best.test_accuracy is not None else ""
-    return (f"Job {best.label} (`{summary.relative(best)}/`) is best by {RANK_METRIC} (the validation "
-            f"accuracy of its checkpointed epoch; ties go to the lower val_loss): "
-            f"**{format_value(best.val_accuracy)}**{extra}, epochs run {best.epochs_run}.")
+    return (
+        f"Job {best.label} (`{summary.relative(best)}/`) is best by {RANK_METRIC} (the validation "
+        f"accuracy of its checkpointed epoch; ties go to the lower val_loss): "
+        f"**{format_value(best.val_accuracy)}**{extra}, epochs run {best.epochs_run}."
+    )
 
 
 def markdown(summary: SweepSummary) -> str:
     jobs, best = summary.jobs, summary.best
-    out = [f"# Sweep summary: `{summary.sweep_dir.name}`", "",
-           f"{len(jobs)} jobs ({counts(jobs)}) in `{summary.sweep_dir}`. "
-           f"Generated {datetime.now().isoformat(timespec='seconds')} from each job's "
-           "`metrics.json` / `failure.json` / `history.csv` / `.hydra/`.",
-           "", "## Best configuration", ""]
+    out = [
+        f"# Sweep summary: `{summary.sweep_dir.name}`",
+        "",
+        f"{len(jobs)} jobs ({counts(jobs)}) in `{summary.sweep_dir}`. "
+        f"Generated {datetime.now().isoformat(timespec='seconds')} from each job's "
+        "`metrics.json` / `failure.json` / `history.csv` / `.hydra/`.",
+        "",
+        "## Best configuration",
+        "",
+    ]
     if best is None:
         out.append("No job has completed yet.")
     else:
@@ -57,17 +64,30 @@ def markdown(summary: SweepSummary) -> str:
             out += ["", f"Swept values: {params}."]
         out += ["", "Reproduce it as a single run:", "", "```bash", summary.best_command or "", "```"]
     if summary.optuna:
-        out += ["", "Optuna (`optimization_results.yaml`): best value "
-                f"{format_value(summary.optuna.get('best_value'))}, best params "
-                f"`{summary.optuna.get('best_params')}`."]
+        out += [
+            "",
+            "Optuna (`optimization_results.yaml`): best value "
+            f"{format_value(summary.optuna.get('best_value'))}, best params "
+            f"`{summary.optuna.get('best_params')}`.",
+        ]
     failed = [j for j in jobs if j.status == "failed"]
     if failed:
         out += ["", "## Failed jobs", ""]
         out += [f"- {j.label} (`{summary.relative(j)}/`): {j.error}" for j in failed]
-    out += ["", f"## {figure_heading(summary.figure_kind, summary.swept_keys)}", "",
-            f"![{summary.figure_kind}]({summary.figure.name})", "",
-            "## Learning curves", "", f"![learning curves]({summary.curves.name})", "",
-            "## All jobs", "", summary.table.to_markdown()]
+    out += [
+        "",
+        f"## {figure_heading(summary.figure_kind, summary.swept_keys)}",
+        "",
+        f"![{summary.figure_kind}]({summary.figure.name})",
+        "",
+        "## Learning curves",
+        "",
+        f"![learning curves]({summary.curves.name})",
+        "",
+        "## All jobs",
+        "",
+        summary.table.to_markdown(),
+    ]
     return "\n".join(out)
 
 
@@ -110,14 +130,18 @@ def index_html(summary: SweepSummary) -> str:
         parts.append(f"<p>{sentence}</p>")
         parts.append(f"<pre>{esc(summary.best_command or '')}</pre>")
     if summary.optuna:
-        parts.append(f"<p>Optuna best value {format_value(summary.optuna.get('best_value'))}, best "
-                     f"params <code>{esc(str(summary.optuna.get('best_params')))}</code></p>")
+        parts.append(
+            f"<p>Optuna best value {format_value(summary.optuna.get('best_value'))}, best "
+            f"params <code>{esc(str(summary.optuna.get('best_params')))}</code></p>"
+        )
     heading = figure_heading(summary.figure_kind, summary.swept_keys)
-    parts += [f"<h2>{esc(heading)}</h2>",
-              f"<img src='{esc(summary.figure.name, quote=True)}' alt='{esc(heading, quote=True)}'>",
-              "<h2>Learning curves</h2>",
-              f"<img src='{esc(summary.curves.name, quote=True)}' alt='learning curves'>",
-              "<h2>All jobs</h2>"]
+    parts += [
+        f"<h2>{esc(heading)}</h2>",
+        f"<img src='{esc(summary.figure.name, quote=True)}' alt='{esc(heading, quote=True)}'>",
+        "<h2>Learning curves</h2>",
+        f"<img src='{esc(summary.curves.name, quote=True)}' alt='learning curves'>",
+        "<h2>All jobs</h2>",
+    ]
     classes, links, extra = [], [], []
     for job in jobs:
         classes.append("best" if job is best else ("failed" if job.status == "failed" else ""))
@@ -145,7 +169,9 @@ def summary_doc(summary: SweepSummary) -> dict[str, Any]:
         "swept_keys": summary.swept_keys,
         "rank_metric": RANK_METRIC,
         "figure": summary.figure.name,
-        "best": None if best is None else {
+        "best": None
+        if best is None
+        else {
             "job": best.num,
             "dir": summary.relative(best),
             "val_accuracy": best.val_accuracy,

@@ -61,8 +61,9 @@ class SweepSummary:
         return pages.relative_to(job.path, self.sweep_dir)
 
 
-def make_table(jobs: Sequence[JobRecord], keys: Sequence[str], root: Path,
-               extra_columns: Sequence[str] = ()) -> Table:
+def make_table(
+    jobs: Sequence[JobRecord], keys: Sequence[str], root: Path, extra_columns: Sequence[str] = ()
+) -> Table:
     """The summary table, one row per job in ranking order (what summary.csv holds)."""
     extra = [c for c in extra_columns if c not in keys]
     columns = [*TERMINAL_COLUMNS, *keys, *extra, "overrides", "error", "dir"]

@@ -42,14 +42,16 @@ class Table:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({k: "" if row.get(k) is None else row.get(k) for k in self.columns}
-                         for row in self.rows)
+        writer.writerows(
+            {k: "" if row.get(k) is None else row.get(k) for k in self.columns} for row in self.rows
+        )
         return buf.getvalue()
 
     def to_records(self) -> list[dict[str, Any]]:
         """JSON-ready rows (the columns only, raw values)."""
-        return json.loads(json.dumps([{c: row.get(c) for c in self.columns} for row in self.rows],
-                                     default=str))
+        return json.loads(
+            json.dumps([{c: row.get(c) for c in self.columns} for row in self.rows], default=str)
+        )
 
     def to_markdown(self) -> str:
         def cell(text: str) -> str:
@@ -90,7 +92,9 @@ class Table:
         cols = list(columns or self.columns)
         cells = self.text_cells(cols)
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(),
-                 "  ".join("-" * w for w in widths)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(),
+            "  ".join("-" * w for w in widths),
+        ]
         lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
         return "\n".join(lines)

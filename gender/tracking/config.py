@@ -23,9 +23,20 @@ SECRET_KEY = re.compile(
 MAX_NAME = 128
 #: The config keys that describe a model well enough to find it again (artifact metadata,
 #: TensorBoard's hparams); those absent from a config are skipped.
-KEY_CONFIG = ("seed", "data.image_size", "data.face", "model.name", "model.dropout",
-              "model.test_time_flip", "optimizer.name", "optimizer.lr", "optimizer.schedule",
-              "trainer.epochs", "trainer.label_smoothing", "trainer.class_weight")
+KEY_CONFIG = (
+    "seed",
+    "data.image_size",
+    "data.face",
+    "model.name",
+    "model.dropout",
+    "model.test_time_flip",
+    "optimizer.name",
+    "optimizer.lr",
+    "optimizer.schedule",
+    "trainer.epochs",
+    "trainer.label_smoothing",
+    "trainer.class_weight",
+)
 
 
 def resolved_config(cfg: DictConfig | ListConfig) -> Any:

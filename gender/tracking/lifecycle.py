@@ -86,9 +86,14 @@ def _git_settings() -> dict[str, Any]:
 class Tracker:
     """The tracked run(s) of one job; every method is a no-op for what is off or failed."""
 
-    def __init__(self, run: Any = None, options: Mapping[str, Any] | None = None,
-                 tensorboard: TensorBoardLogs | None = None, run_dir: Path | None = None,
-                 config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run: Any = None,
+        options: Mapping[str, Any] | None = None,
+        tensorboard: TensorBoardLogs | None = None,
+        run_dir: Path | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self._run = run
         self._options = dict(options or {})
         self._tensorboard = tensorboard
@@ -108,8 +113,7 @@ class Tracker:
         tensorboard = None
         if isinstance(options.get("tensorboard"), Mapping):
             hparams = {**config, **_override_values(job.overrides)}
-            tensorboard = TensorBoardLogs.from_options(options["tensorboard"], run_dir, hparams,
-                                                       job.name)
+            tensorboard = TensorBoardLogs.from_options(options["tensorboard"], run_dir, hparams, job.name)
         run = None
         if wandb_mode(options) != "disabled":
             run = _start_wandb(cfg, options, run_dir, job_type, job)
@@ -138,8 +142,9 @@ class Tracker:
     def __enter__(self) -> Tracker:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         """Finish the run, marked failed when the body raised; the exception propagates."""
         self.finish(failed=exc_type is not None)
         return False
@@ -160,8 +165,7 @@ class Tracker:
     def log_config(self, extra: Mapping[str, Any]) -> None:
         """Add keys to the run's config (e.g. library versions and git commit, for reproduction)."""
         if self.enabled:
-            self._guard(lambda: self._run.config.update(redact_secrets(dict(extra)),
-                                                        allow_val_change=True))
+            self._guard(lambda: self._run.config.update(redact_secrets(dict(extra)), allow_val_change=True))
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         """Final metrics: W&B ``run.summary`` (nested keys flattened with ``/``); TensorBoard
@@ -174,8 +178,13 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001
                 log.warning("TensorBoard summary failed: %s", _one_line(exc))
 
-    def log_evaluation(self, result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                       class_names: Sequence[str], split: str = "test") -> None:
+    def log_evaluation(
+        self,
+        result: Mapping[str, Any],
+        rows: Sequence[Mapping[str, Any]],
+        class_names: Sequence[str],
+        split: str = "test",
+    ) -> None:
         """Confusion matrix, ROC curve, predictions table and ``<split>/*`` summary metrics.
 
         ``rows``: one dict per image with ``path``, ``true``, ``pred`` (class indices) and
@@ -184,12 +193,14 @@ class Tracker:
         if self.enabled:
             self._guard(self._log_evaluation, result, rows, list(map(str, class_names)), split)
 
-    def _log_evaluation(self, result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                        class_names: list[str], split: str) -> None:
+    def _log_evaluation(
+        self, result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], class_names: list[str], split: str
+    ) -> None:
         import wandb
 
-        self._run.summary.update({k: v for k, v in flatten(result, prefix=split).items()
-                                  if not isinstance(v, list)})
+        self._run.summary.update(
+            {k: v for k, v in flatten(result, prefix=split).items() if not isinstance(v, list)}
+        )
         y_true = [int(r["true"]) for r in rows]
         y_pred = [int(r["pred"]) for r in rows]
         if not rows and result.get("confusion_matrix"):
@@ -197,7 +208,8 @@ class Tracker:
         charts: dict[str, Any] = {}
         if y_true:
             charts[f"{split}/confusion_matrix"] = media.confusion_matrix_chart(
-                wandb, y_true, y_pred, class_names, split)
+                wandb, y_true, y_pred, class_names, split
+            )
         if rows and (roc := media.roc_chart(wandb, rows, class_names, split)) is not None:
             charts[f"{split}/roc"] = roc
         limit = int(self._options.get("log_predictions") or 0)
@@ -223,8 +235,11 @@ class Tracker:
         if not model_path.exists():
             log.warning("W&B: no model to log at %s", model_path)
             return
-        scalars = {k: v for k, v in jsonable(dict(metrics)).items()
-                   if isinstance(v, int | float | str | bool) or k == "test_accuracy_ci95"}
+        scalars = {
+            k: v
+            for k, v in jsonable(dict(metrics)).items()
+            if isinstance(v, int | float | str | bool) or k == "test_accuracy_ci95"
+        }
         metadata = {**scalars, "config": self._key_config}
         artifact = media.model_artifact(wandb, self._run.id, model_path, metadata)
         self._run.log_artifact(artifact, aliases=list(media.MODEL_ALIASES))
@@ -245,16 +260,23 @@ class Tracker:
         if trained:
             name = media.model_artifact_name(trained["id"])
             digest = media.model_artifact(wandb, trained["id"], model_file).digest
-            link.update(training_run_id=trained["id"], artifact=f"{name}:best", digest=digest,
-                        training_run_project=trained.get("project"))
+            link.update(
+                training_run_id=trained["id"],
+                artifact=f"{name}:best",
+                digest=digest,
+                training_run_project=trained.get("project"),
+            )
         self._run.config.update({"model_artifact": link}, allow_val_change=True)
         if trained and not self._run.offline:  # W&B refuses use_artifact offline
             where = "/".join(str(p) for p in (trained.get("entity"), trained.get("project")) if p)
             try:
                 self._run.use_artifact(f"{where}/{link['artifact']}" if where else link["artifact"])
             except Exception as exc:  # noqa: BLE001 - e.g. the training run was never synced
-                log.warning("W&B: no lineage link to %s (%s); its id and digest are in the config",
-                            link["artifact"], _one_line(exc))
+                log.warning(
+                    "W&B: no lineage link to %s (%s); its id and digest are in the config",
+                    link["artifact"],
+                    _one_line(exc),
+                )
 
     def _guard(self, fn: Any, *args: Any) -> None:
         """Run one logging call; a W&B failure becomes a warning, never an exception."""
@@ -292,8 +314,9 @@ def _read_run_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------- starting W&B
-def _start_wandb(cfg: DictConfig, options: Mapping[str, Any], run_dir: Path, job_type: str,
-                 job: HydraJob) -> Any:
+def _start_wandb(
+    cfg: DictConfig, options: Mapping[str, Any], run_dir: Path, job_type: str, job: HydraJob
+) -> Any:
     """The open W&B run, or None (one warning line said why)."""
     try:
         import wandb
@@ -317,23 +340,31 @@ def _start_wandb(cfg: DictConfig, options: Mapping[str, Any], run_dir: Path, job
             # each job must close the previous run, not resume it ("return_previous").
             "reinit": "finish_previous",
         }
-        settings = dict(silent=True, quiet=True, show_info=False,
-                        init_timeout=float(options.get("init_timeout") or 30), **_git_settings())
+        settings = dict(
+            silent=True,
+            quiet=True,
+            show_info=False,
+            init_timeout=float(options.get("init_timeout") or 30),
+            **_git_settings(),
+        )
         if command_line_has_secret(sys.argv[1:]):
             # W&B records the command line in the run's metadata: leave the metadata out
             settings["x_disable_meta"] = True
-        run, problem = _open_run(wandb, kwargs, wandb.Settings(**settings), wandb_mode(options),
-                                 job.sweep_dir)
+        run, problem = _open_run(
+            wandb, kwargs, wandb.Settings(**settings), wandb_mode(options), job.sweep_dir
+        )
     except Exception as exc:  # noqa: BLE001 - e.g. an unusable logger.dir or init_timeout
-        log.warning("W&B tracking disabled for this job: %s; the job continues untracked",
-                    _one_line(exc))
+        log.warning("W&B tracking disabled for this job: %s; the job continues untracked", _one_line(exc))
         return None
     if run is None:
         log.warning("W&B tracking disabled for this job: %s; the job continues untracked", problem)
         return None
     if problem:
-        log.warning("W&B online tracking unavailable: %s; recording offline in %s "
-                    "(upload later with `wandb sync`)", problem, wdir / "wandb")
+        log.warning(
+            "W&B online tracking unavailable: %s; recording offline in %s (upload later with `wandb sync`)",
+            problem,
+            wdir / "wandb",
+        )
     try:
         _record_run(run, run_dir, options)
         _save_hydra_files(run, run_dir, config, job.overrides)
@@ -351,8 +382,9 @@ def _has_credentials(wandb: Any) -> bool:
         return True
 
 
-def _open_run(wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str,
-              sweep_dir: Path | None) -> tuple[Any, str | None]:
+def _open_run(
+    wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str, sweep_dir: Path | None
+) -> tuple[Any, str | None]:
     """(run, why online failed) or (None, why nothing could start); online falls back
     to offline, which needs neither network nor credentials."""
     problem = None
@@ -402,10 +434,16 @@ def _init(wandb: Any, kwargs: dict[str, Any], settings: Any, mode: str) -> Any:
 def _record_run(run: Any, run_dir: Path, options: Mapping[str, Any]) -> None:
     """``RUN/wandb/run.json``: which W&B run this job is (the sweep summary links it; an evaluate
     run of this model names it)."""
-    record = {"id": run.id, "project": run.project, "entity": getattr(run, "entity", None)
-              or options.get("entity"), "name": run.name, "group": run.group,
-              "mode": "offline" if run.offline else "online",
-              "url": None if run.offline else run.url, "folder": Path(run.dir).parent.name}
+    record = {
+        "id": run.id,
+        "project": run.project,
+        "entity": getattr(run, "entity", None) or options.get("entity"),
+        "name": run.name,
+        "group": run.group,
+        "mode": "offline" if run.offline else "online",
+        "url": None if run.offline else run.url,
+        "folder": Path(run.dir).parent.name,
+    }
     write_json(record, run_dir / "wandb" / RUN_RECORD)
 
 

@@ -24,10 +24,12 @@ def model_artifact_name(run_id: str) -> str:
     return f"model-{run_id}"
 
 
-def confusion_matrix_chart(wandb: Any, y_true: list[int], y_pred: list[int], class_names: list[str],
-                           split: str) -> Any:
-    return wandb.plot.confusion_matrix(y_true=y_true, preds=y_pred, class_names=class_names,
-                                       title=f"Confusion matrix ({split})")
+def confusion_matrix_chart(
+    wandb: Any, y_true: list[int], y_pred: list[int], class_names: list[str], split: str
+) -> Any:
+    return wandb.plot.confusion_matrix(
+        y_true=y_true, preds=y_pred, class_names=class_names, title=f"Confusion matrix ({split})"
+    )
 
 
 def roc_chart(wandb: Any, rows: Sequence[Mapping[str, Any]], class_names: list[str], split: str) -> Any:
@@ -37,8 +39,13 @@ def roc_chart(wandb: Any, rows: Sequence[Mapping[str, Any]], class_names: list[s
     if len(class_names) != 2 or len(set(y)) < 2:
         return None
     probs = [[1.0 - float(r["prob"]), float(r["prob"])] for r in rows]
-    return wandb.plot.roc_curve(y, probs, labels=class_names, classes_to_plot=[1],
-                                title=f"ROC curve, positive class: {class_names[1]} ({split})")
+    return wandb.plot.roc_curve(
+        y,
+        probs,
+        labels=class_names,
+        classes_to_plot=[1],
+        title=f"ROC curve, positive class: {class_names[1]} ({split})",
+    )
 
 
 def pairs_from_matrix(matrix: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
@@ -71,8 +78,14 @@ def predictions_table(
     table = wandb.Table(columns=columns)
     for r in chosen:
         t, p = int(r["true"]), int(r["pred"])
-        values = [thumbnail(wandb, r["path"]), _label(class_names, t), _label(class_names, p),
-                  round(float(r["prob"]), 4), t == p, str(r["path"])]
+        values = [
+            thumbnail(wandb, r["path"]),
+            _label(class_names, t),
+            _label(class_names, p),
+            round(float(r["prob"]), 4),
+            t == p,
+            str(r["path"]),
+        ]
         if has_group:
             values.append(str(r.get("group", "")))
         table.add_data(*values)
@@ -96,8 +109,9 @@ def thumbnail(wandb: Any, path: str | os.PathLike) -> Any:
         return None
 
 
-def model_artifact(wandb: Any, run_id: str, model_path: Path,
-                   metadata: Mapping[str, Any] | None = None) -> Any:
+def model_artifact(
+    wandb: Any, run_id: str, model_path: Path, metadata: Mapping[str, Any] | None = None
+) -> Any:
     """The model file as an artifact of type ``model``, referenced in place (``immutable``: not
     copied into W&B's staging area). The same file always gives the same digest, which is how an
     offline evaluate run names the model it scored."""

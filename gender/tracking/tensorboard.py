@@ -20,17 +20,20 @@ class TensorBoardLogs:
     """Event files under ``RUN/tensorboard/`` (``train/``, ``validation/`` and the job's final
     metrics with its hyperparameters at the top)."""
 
-    def __init__(self, log_dir: Path, options: Mapping[str, Any], hparams: Mapping[str, Any],
-                 name: str | None) -> None:
+    def __init__(
+        self, log_dir: Path, options: Mapping[str, Any], hparams: Mapping[str, Any], name: str | None
+    ) -> None:
         self.log_dir = Path(log_dir)
         self.options = dict(options)
-        self.hparams = {k: v for k, v in jsonable(dict(hparams)).items()
-                        if isinstance(v, bool | int | float | str)}
+        self.hparams = {
+            k: v for k, v in jsonable(dict(hparams)).items() if isinstance(v, bool | int | float | str)
+        }
         self.name = name
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any],
-                     name: str | None) -> TensorBoardLogs:
+    def from_options(
+        cls, options: Mapping[str, Any], run_dir: Path, hparams: Mapping[str, Any], name: str | None
+    ) -> TensorBoardLogs:
         return cls(Path(options.get("log_dir") or Path(run_dir) / LOG_DIR), options, hparams, name)
 
     def keras_callback(self) -> Any:

@@ -30,8 +30,9 @@ class HalvingError(ValueError):
 
 
 # ------------------------------------------------------------------------------------- rungs
-def rung_schedule(max_epochs: int, min_epochs: int = 1, eta: int = 3,
-                  rungs: Sequence[int] | None = None) -> list[int]:
+def rung_schedule(
+    max_epochs: int, min_epochs: int = 1, eta: int = 3, rungs: Sequence[int] | None = None
+) -> list[int]:
     """Epochs at the end of each rung, increasing, the last one ``max_epochs``.
 
     Geometric from ``min_epochs`` by ``eta`` (1, 3, 9, ...); the last rung is stretched to
@@ -118,8 +119,10 @@ def configurations(space: SearchSpace, n_configs: int | None = None, seed: int =
         if space.intervals:
             names = ", ".join(space.intervals)
             raise HalvingError(f"{names}: an interval needs random draws: set hydra.sweeper.n_configs=N")
-        return [[f"{k}={v}" for k, v in zip(space.keys, values, strict=True)]
-                for values in itertools.product(*(space.choices[k] for k in space.keys))]
+        return [
+            [f"{k}={v}" for k, v in zip(space.keys, values, strict=True)]
+            for values in itertools.product(*(space.choices[k] for k in space.keys))
+        ]
     if int(n_configs) < 1:
         raise HalvingError(f"hydra.sweeper.n_configs={n_configs} is invalid: must be >= 1")
     rng = random.Random(int(seed))
@@ -142,10 +145,10 @@ class Trial:
 
     id: int
     overrides: list[str]
-    dir: str | None = None        # its job directory, relative to the sweep dir (absolute if outside)
-    status: str = "pending"       # pending, running, promoted, stopped, finished, failed
-    rung: int | None = None       # the last rung it was launched in
-    epochs: int = 0               # epochs trained so far (history.csv rows)
+    dir: str | None = None  # its job directory, relative to the sweep dir (absolute if outside)
+    status: str = "pending"  # pending, running, promoted, stopped, finished, failed
+    rung: int | None = None  # the last rung it was launched in
+    epochs: int = 0  # epochs trained so far (history.csv rows)
     values: dict[int, float | None] = field(default_factory=dict)  # rung epochs -> metric
     job_nums: list[int] = field(default_factory=list)
     error: str | None = None
@@ -157,11 +160,18 @@ class Trial:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "dir": self.dir, "overrides": self.overrides,
+            "id": self.id,
+            "dir": self.dir,
+            "overrides": self.overrides,
             "params": dict(o.split("=", 1) for o in self.overrides),
-            "status": self.status, "rung": self.rung, "epochs": self.epochs, "value": self.value,
+            "status": self.status,
+            "rung": self.rung,
+            "epochs": self.epochs,
+            "value": self.value,
             "values": {str(k): v for k, v in sorted(self.values.items())},
-            "job_nums": self.job_nums, "error": self.error, "note": self.note,
+            "job_nums": self.job_nums,
+            "error": self.error,
+            "note": self.note,
         }
 
 

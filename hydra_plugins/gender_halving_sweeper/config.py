@@ -35,5 +35,6 @@ class HalvingSweeperConf:
     params: dict[str, str] | None = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="halving", node=HalvingSweeperConf,
-                             provider="gender_halving_sweeper")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="halving", node=HalvingSweeperConf, provider="gender_halving_sweeper"
+)

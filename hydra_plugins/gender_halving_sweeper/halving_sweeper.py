@@ -32,16 +32,27 @@ log = logging.getLogger(__name__)
 
 
 class HalvingSweeper(Sweeper):
-    def __init__(self, eta: int = 3, min_epochs: int = 1, max_epochs: int | None = None,
-                 rungs: Any = None, n_configs: int | None = None, seed: int = 0,
-                 metric: str = "val_accuracy", direction: str = "maximize",
-                 epochs_key: str = "trainer.epochs", pause_key: str = "trainer.stop_at_epoch",
-                 keep_checkpoints: bool = False, params: Any = None) -> None:
+    def __init__(
+        self,
+        eta: int = 3,
+        min_epochs: int = 1,
+        max_epochs: int | None = None,
+        rungs: Any = None,
+        n_configs: int | None = None,
+        seed: int = 0,
+        metric: str = "val_accuracy",
+        direction: str = "maximize",
+        epochs_key: str = "trainer.epochs",
+        pause_key: str = "trainer.stop_at_epoch",
+        keep_checkpoints: bool = False,
+        params: Any = None,
+    ) -> None:
         from ._core import DIRECTIONS, HalvingError
 
         if direction not in DIRECTIONS:
-            raise HalvingError(f"hydra.sweeper.direction={direction} is invalid: allowed values are "
-                               f"{', '.join(DIRECTIONS)}")
+            raise HalvingError(
+                f"hydra.sweeper.direction={direction} is invalid: allowed values are {', '.join(DIRECTIONS)}"
+            )
         self.eta, self.min_epochs, self.max_epochs = int(eta), int(min_epochs), max_epochs
         self.rungs = list(rungs) if rungs else None
         self.n_configs, self.seed = n_configs, int(seed)
@@ -53,13 +64,13 @@ class HalvingSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.launcher = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # ------------------------------------------------------------------------------ the sweep
     def sweep(self, arguments: list[str]) -> Any:
@@ -69,8 +80,9 @@ class HalvingSweeper(Sweeper):
 
         assert self.config is not None and self.launcher is not None and self.hydra_context
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        space = parse_space(parser.parse_overrides(
-            [f"{k}={v}" for k, v in self.params.items()] + list(arguments)))
+        space = parse_space(
+            parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        )
         for key in (self.epochs_key, self.pause_key):
             if key in space.keys:
                 raise HalvingError(f"{key} cannot be swept: successive halving sets it per rung")
@@ -84,13 +96,25 @@ class HalvingSweeper(Sweeper):
         max_epochs = self.max_epochs or self._composed_epochs(trials[0].overrides + space.fixed)
         schedule = rung_schedule(max_epochs, self.min_epochs, self.eta, self.rungs)
         self.state: dict[str, Any] = {
-            "sweeper": "halving", "status": "running", "eta": self.eta, "metric": self.metric,
-            "direction": self.direction, "max_epochs": int(max_epochs), "rungs": schedule,
-            "rung_results": [], "configs": trials,
+            "sweeper": "halving",
+            "status": "running",
+            "eta": self.eta,
+            "metric": self.metric,
+            "direction": self.direction,
+            "max_epochs": int(max_epochs),
+            "rungs": schedule,
+            "rung_results": [],
+            "configs": trials,
         }
-        log.info("Successive halving: %d configurations, rungs at %s epochs, eta=%d, %s %s; "
-                 "sweep dir %s", len(trials), schedule, self.eta, self.direction, self.metric,
-                 self.sweep_dir)
+        log.info(
+            "Successive halving: %d configurations, rungs at %s epochs, eta=%d, %s %s; sweep dir %s",
+            len(trials),
+            schedule,
+            self.eta,
+            self.direction,
+            self.metric,
+            self.sweep_dir,
+        )
 
         try:
             returns, failures = self._run_rungs(trials, space.fixed, schedule)
@@ -120,8 +144,9 @@ class HalvingSweeper(Sweeper):
                     reopen(self._job_dir(t), schedule[rung - 1])
                 t.status, t.rung = "running", rung
             self._save()
-            log.info("Rung %d/%d: %d configuration(s) to %d epoch(s)", rung + 1, len(schedule),
-                     len(batch), epochs)
+            log.info(
+                "Rung %d/%d: %d configuration(s) to %d epoch(s)", rung + 1, len(schedule), len(batch), epochs
+            )
             results = self.launcher.launch(batch, initial_job_idx=job_idx)
             job_idx += len(batch)
             returns.append(results)
@@ -147,7 +172,8 @@ class HalvingSweeper(Sweeper):
             if f"'{self.pause_key}'" in str(e):
                 raise HalvingError(
                     f"{self.pause_key} is not a key of this config: the training code cannot pause a "
-                    "job after a rung (set hydra.sweeper.pause_key to the key that does)") from e
+                    "job after a rung (set hydra.sweeper.pause_key to the key that does)"
+                ) from e
             raise
 
     def _composed_epochs(self, overrides: list[str]) -> int:
@@ -157,8 +183,10 @@ class HalvingSweeper(Sweeper):
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         value = OmegaConf.select(cfg, self.epochs_key)
         if not isinstance(value, int) or value < 1:
-            raise HalvingError(f"{self.epochs_key}={value} is not a number of epochs: set "
-                               "hydra.sweeper.max_epochs or hydra.sweeper.epochs_key")
+            raise HalvingError(
+                f"{self.epochs_key}={value} is not a number of epochs: set "
+                "hydra.sweeper.max_epochs or hydra.sweeper.epochs_key"
+            )
         return value
 
     def _overrides(self, t: Any, fixed: list[str], pause: int | None) -> list[str]:
@@ -197,8 +225,11 @@ class HalvingSweeper(Sweeper):
             failures.append(ret)
             t.status = "failed"
             error = getattr(ret, "_return_value", None)
-            t.error = (f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                       if isinstance(error, BaseException) else "job failed")
+            t.error = (
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                if isinstance(error, BaseException)
+                else "job failed"
+            )
             return
         t.values[epochs] = metric_of(job_dir, self.metric, ret.return_value)
 
@@ -207,9 +238,13 @@ class HalvingSweeper(Sweeper):
         from ._core import HalvingError, n_promoted, rank, resume_epoch
 
         ok = [t for t in alive if t.status != "failed"]
-        result = {"rung": rung, "epochs": epochs, "configs": [t.id for t in alive],
-                  "failed": [t.id for t in alive if t.status == "failed"],
-                  "seconds": round(seconds, 1)}
+        result = {
+            "rung": rung,
+            "epochs": epochs,
+            "configs": [t.id for t in alive],
+            "failed": [t.id for t in alive if t.status == "failed"],
+            "seconds": round(seconds, 1),
+        }
         if last:
             for t in ok:
                 t.status = "finished"
@@ -217,7 +252,10 @@ class HalvingSweeper(Sweeper):
             self.state["rung_results"].append(result)
             return []
         ranked = rank(ok, self.direction)
-        winners, losers = ranked[:n_promoted(len(alive), self.eta)], ranked[n_promoted(len(alive), self.eta):]
+        winners, losers = (
+            ranked[: n_promoted(len(alive), self.eta)],
+            ranked[n_promoted(len(alive), self.eta) :],
+        )
         going_on = []
         for t in losers:
             t.status = "stopped"
@@ -230,15 +268,24 @@ class HalvingSweeper(Sweeper):
                 raise HalvingError(
                     f"{job_dir} holds no resume state for epoch {t.epochs} (checkpoints/backup): "
                     f"the training code did not pause at {self.pause_key}={epochs}, so the job "
-                    "cannot continue where it stopped")
+                    "cannot continue where it stopped"
+                )
             t.status = "promoted"
             going_on.append(t)
-        result.update(promoted=[t.id for t in going_on], stopped=[t.id for t in losers],
-                      finished=[t.id for t in winners if t not in going_on])
+        result.update(
+            promoted=[t.id for t in going_on],
+            stopped=[t.id for t in losers],
+            finished=[t.id for t in winners if t not in going_on],
+        )
         self.state["rung_results"].append(result)
         for t in ranked:
-            log.info("  %-9s %s = %s  (%s)", t.status, self.metric,
-                     "n/a" if t.value is None else f"{t.value:.4f}", " ".join(t.overrides))
+            log.info(
+                "  %-9s %s = %s  (%s)",
+                t.status,
+                self.metric,
+                "n/a" if t.value is None else f"{t.value:.4f}",
+                " ".join(t.overrides),
+            )
         return going_on
 
     def _finish(self, trials: list) -> None:
@@ -255,14 +302,23 @@ class HalvingSweeper(Sweeper):
 
         if best:
             top = rank(best, self.direction)[0]
-            log.info("Best: %s = %.4f after %d epochs (%s), in %s", self.metric, top.value or float("nan"),
-                     top.epochs, " ".join(top.overrides), self._job_dir(top))
+            log.info(
+                "Best: %s = %.4f after %d epochs (%s), in %s",
+                self.metric,
+                top.value or float("nan"),
+                top.epochs,
+                " ".join(top.overrides),
+                self._job_dir(top),
+            )
 
     def _save(self) -> None:
         from ._core import RUNGS_FILE, write_json
 
         trials = self.state["configs"]
-        doc = {**self.state, "configs": [t.as_dict() for t in trials],
-               "epochs_trained": sum(t.epochs for t in trials),
-               "epochs_full_grid": len(trials) * self.state["max_epochs"]}
+        doc = {
+            **self.state,
+            "configs": [t.as_dict() for t in trials],
+            "epochs_trained": sum(t.epochs for t in trials),
+            "epochs_full_grid": len(trials) * self.state["max_epochs"],
+        }
         write_json(doc, self.sweep_dir / RUNGS_FILE)

@@ -15,7 +15,9 @@ def draw_face_photo(size=(640, 480), center=(420, 220), r=80, bg=(70, 110, 150))
     for ex in (cx - r * 0.36, cx + r * 0.36):
         d.rectangle([ex - r * 0.26, cy - r * 0.42, ex + r * 0.26, cy - r * 0.34], fill=(70, 50, 40))
         d.ellipse([ex - r * 0.2, cy - r * 0.22, ex + r * 0.2, cy - r * 0.06], fill=(40, 30, 30))
-    d.polygon([(cx, cy - r * 0.05), (cx - r * 0.12, cy + r * 0.35), (cx + r * 0.12, cy + r * 0.35)],
-              fill=(200, 160, 130))
+    d.polygon(
+        [(cx, cy - r * 0.05), (cx - r * 0.12, cy + r * 0.35), (cx + r * 0.12, cy + r * 0.35)],
+        fill=(200, 160, 130),
+    )
     d.ellipse([cx - r * 0.35, cy + r * 0.55, cx + r * 0.35, cy + r * 0.72], fill=(150, 70, 70))
     return im.filter(ImageFilter.GaussianBlur(1))
