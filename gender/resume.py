@@ -27,9 +27,11 @@ from gender.errors import FinishedRunError, UserError
 #: Keys a resume may change: they do not alter what the remaining epochs compute (threads,
 #: console output, where the decode cache lives, tracking). ``trainer.epochs`` may grow or shrink
 #: (not below the epochs already run) when the learning rate does not depend on it
-#: (``optimizer.schedule=constant``). Anything else means another experiment: a new run.
+#: (``optimizer.schedule=constant``); ``trainer.stop_at_epoch`` only says where to pause (the
+#: schedule follows ``trainer.epochs``). Anything else means another experiment: a new run.
 SAFE_ON_RESUME = (
     "trainer.epochs",
+    "trainer.stop_at_epoch",
     "trainer.verbose",
     "trainer.intra_op_threads",
     "trainer.inter_op_threads",

