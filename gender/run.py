@@ -6,7 +6,6 @@ the process that launches a sweep, and the only logic here is turning failures i
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sys
@@ -27,8 +26,9 @@ from gender.errors import (
     write_error,
 )
 from gender.extras import any_plugin_missing, missing_extra, single_run_overrides
-from gender.io import atomic_path, explicit_override, write_json
+from gender.io import atomic_path, write_json
 from gender.log import quiet_tensorflow
+from gender.run_dir import guard_run_dir, guard_sweep_dir
 from gender.training import train
 
 
@@ -143,100 +143,6 @@ def require_extras(args: list[str]) -> None:
     except Exception as e:  # noqa: BLE001 - anything else is Hydra's to report
         if needs_extra := missing_extra(e):
             raise needs_extra from None
-
-
-def _hydra_dir(overrides: list[str], key: str) -> str:
-    """Where Hydra would put this command's output (``hydra.run.dir`` / ``hydra.sweep.dir``)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    return str(OmegaConf.select(cfg, key))
-
-
-def _quoted(path: str) -> str:
-    """``path`` as a Hydra override value (quoted when it holds characters the grammar parses)."""
-    if re.fullmatch(r"[\w/.:@~+-]+", path):
-        return path
-    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def claim_new_dir(default: str) -> str:
-    """Create ``default`` (or ``default_2``, ...) so no other command can land in it: two runs
-    started in the same second must not share a directory."""
-    Path(default).parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        candidate = default if n == 1 else f"{default}_{n}"
-        try:
-            os.mkdir(candidate)
-            return candidate
-        except FileExistsError:
-            continue
-    raise UserError(f"cannot find a new directory next to {default}")
-
-
-def guard_run_dir(args: list[str]) -> str | None:
-    """Before Hydra writes anything (``.hydra/*.yaml``, the log): a new run lands in a new
-    directory; a finished run's directory is refused; an interrupted run's directory continues
-    only with its recorded configuration. Returns the ``hydra.run.dir`` override to add when the
-    run directory was claimed here, else None."""
-    from gender.resume import check_resumable
-
-    given = explicit_override(args, "hydra.run.dir")
-    if given is None:  # the dated default: claim it, so a run started the same second gets another
-        try:
-            return f"hydra.run.dir={_quoted(claim_new_dir(_hydra_dir(args, 'hydra.run.dir')))}"
-        except OSError as e:
-            raise UserError(f"cannot create the run directory: {e}") from None
-    run_dir = Path(given).expanduser().absolute()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"hydra.run.dir={given} is a file, not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        from hydra import compose, initialize_config_dir
-
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args)
-        print(check_resumable(run_dir, cfg), file=sys.stderr, flush=True)
-        return None
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"hydra.run.dir={given}: cannot create it: {e.strerror}") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise UserError(f"hydra.run.dir={given} is not writable; choose a folder you can write to")
-    return None
-
-
-def guard_sweep_dir(args: list[str]) -> str | None:
-    """A sweep never writes into an existing sweep's directory (its jobs' ``.hydra`` and results
-    would be replaced); the dated default is claimed so two sweeps never share one."""
-    overrides = single_run_overrides(args)
-    if overrides is None:
-        return None
-    given = explicit_override(args, "hydra.sweep.dir")
-    if given is None:
-        try:
-            default = _hydra_dir(overrides, "hydra.sweep.dir")
-        except Exception:  # noqa: BLE001 - a composition problem is Hydra's to report
-            return None
-        try:
-            return f"hydra.sweep.dir={_quoted(claim_new_dir(default))}"
-        except OSError as e:
-            raise UserError(f"cannot create the sweep directory: {e}") from None
-    sweep = Path(given).expanduser().absolute()
-    if sweep.exists() and (not sweep.is_dir() or any(sweep.iterdir())):
-        jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) if sweep.is_dir() else []
-        finished = [j for j in jobs if (sweep / j / "metrics.json").exists()]
-        raise UserError(
-            f"hydra.sweep.dir={given} already holds {len(jobs)} jobs ({len(finished)} finished); "
-            "their files are never replaced: choose a new sweep directory"
-            + (
-                f", and resume an interrupted job with  python -m gender.resume {sweep}/N"
-                if len(finished) < len(jobs)
-                else ""
-            )
-        )
-    return None
 
 
 def cli() -> None:

@@ -192,7 +192,7 @@ def test_sweep_into_an_existing_sweep_dir_is_refused(tmp_path):
 
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    from gender.run import claim_new_dir
+    from gender.run_dir import claim_new_dir
 
     default = str(tmp_path / "runs" / "2026-01-01" / "12-00-00")
     first, second = claim_new_dir(default), claim_new_dir(default)
