@@ -57,7 +57,7 @@ def missing_extra(error: BaseException) -> UserError | None:
     return None
 
 
-_TAKES_VALUE = {
+HYDRA_OPTIONS_WITH_VALUE = {  # Hydra's command-line options that take the next argument
     "--config-path",
     "-cp",
     "--config-name",
@@ -78,6 +78,6 @@ _SWEEP = re.compile(r"^[^=]+=\s*(.*,.*|(range|choice|interval|tag|glob)\(.*)$")
 def single_run_overrides(args: Sequence[str]) -> list[str] | None:
     """The overrides of a ``-m`` command line with the swept values left out (one job's config
     minus the swept keys), or None when the command changes where configs come from."""
-    if any(a.split("=", 1)[0] in _TAKES_VALUE for a in args if a.startswith("-")):
+    if any(a.split("=", 1)[0] in HYDRA_OPTIONS_WITH_VALUE for a in args if a.startswith("-")):
         return None
     return [a for a in args if not a.startswith("-") and not _SWEEP.match(a)]

@@ -29,24 +29,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gender.errors import reported_as_one_line
+from gender.extras import HYDRA_OPTIONS_WITH_VALUE
 from gender.inference import require_model_path
 from gender.log import quiet_tensorflow
 from gender.prediction import run_predict
 
 # -------------------------------------------------------------------------------- the CLI
-_TAKES_VALUE = {
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--cfg",
-    "-c",
-    "--package",
-    "-p",
-    "--experimental-rerun",
-}
 
 
 def split_positional(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -55,7 +43,7 @@ def split_positional(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     positional: list[str] = []
     prev = ""
     for arg in argv:
-        if "=" not in arg and not arg.startswith("-") and prev not in _TAKES_VALUE:
+        if "=" not in arg and not arg.startswith("-") and prev not in HYDRA_OPTIONS_WITH_VALUE:
             positional.append(arg)
         else:
             keep.append(arg)
