@@ -137,13 +137,13 @@ def test_option_without_its_extra_names_the_extra(tmp_path, args, extra):
 
     site = tmp_path / "site"
     (site / "hydra_plugins").mkdir(parents=True)
-    for src in (p for d in hydra_plugins.__path__ for p in Path(d).iterdir()):
-        if src.is_dir() and src.name not in (
-            "hydra_optuna_sweeper",
-            "hydra_submitit_launcher",
-            "__pycache__",
-        ):
-            (site / "hydra_plugins" / src.name).symlink_to(src)
+    # An editable install can list the checkout's hydra_plugins twice on the path: link each once.
+    folders = dict.fromkeys(Path(d).resolve() for d in hydra_plugins.__path__ if Path(d).is_dir())
+    for src in (p for d in folders for p in d.iterdir()):
+        link = site / "hydra_plugins" / src.name
+        hidden = ("hydra_optuna_sweeper", "hydra_submitit_launcher", "__pycache__")
+        if src.is_dir() and src.name not in hidden and not link.exists():
+            link.symlink_to(src)
     (site / "sitecustomize.py").write_text(HIDE_PLUGINS)
     pythonpath = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     proc = run_cli(
