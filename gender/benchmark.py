@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gender import data as gdata
 from gender.data import load_face
+from gender.environment import machine
 from gender.errors import UserError
 from gender.face import FaceSettings
 from gender.io import write_json
@@ -189,21 +189,8 @@ def machine_info(strategy=None) -> dict[str, Any]:
     for device in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(device)
         gpus.append(details.get("device_name", device.name))
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu_model
-            )
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "cpu_model": cpu_model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **machine(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "gpus": gpus,
@@ -254,7 +241,7 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     began, load_start = time.perf_counter(), _load_average()
 
-    from gender.training import configure_runtime, distribution_strategy
+    from gender.runtime import configure_runtime, distribution_strategy
 
     configure_runtime(cfg.trainer, int(cfg.seed))
     import keras

@@ -34,7 +34,7 @@ MIXED_PRECISION = {
 def dtype_policy(mixed_precision: Any) -> str:
     """Keras policy for ``trainer.mixed_precision``: float16 suits GPUs, bfloat16 CPUs with
     AVX-512 BF16 or AMX (and TPUs); ``true`` means float16. ``auto`` stays ``auto``: the machine
-    decides, in ``gender.training.native_dtype_policy``."""
+    decides, in ``gender.runtime.native_dtype_policy``."""
     key = mixed_precision if isinstance(mixed_precision, str) else bool(mixed_precision)
     if key not in MIXED_PRECISION:
         raise UserError(

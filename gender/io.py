@@ -49,10 +49,6 @@ def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], path: str | 
     return Path(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
-
-
 def _json_default(value: Any) -> Any:
     """Make numpy scalars/arrays and paths JSON-serialisable."""
     if hasattr(value, "tolist"):

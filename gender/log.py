@@ -37,9 +37,6 @@ _GPU_PROBING = re.compile(
     r"(cuInit|CUDA|cuda|cuDNN|cuFFT|cuBLAS|Unable to register .* factory|TensorRT)"
 )
 
-_tensorflow_started = False
-
-
 def startup_lines_to_keep(text: str, gpu_expected: bool) -> list[str]:
     """The lines of TensorFlow's start-up output worth showing (see ``_STARTUP_NOISE``).
 
@@ -67,11 +64,8 @@ def quiet_tensorflow() -> None:
     call after TensorFlow is already loaded, do nothing. Listing the physical devices does not
     initialise the runtime, so thread settings and logical devices can still be set afterwards.
     """
-    global _tensorflow_started
-    if _tensorflow_started or "tensorflow" in sys.modules:
-        _tensorflow_started = True
+    if "tensorflow" in sys.modules:  # imported already: its start-up lines are out
         return
-    _tensorflow_started = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     gpus: list = []
     try:

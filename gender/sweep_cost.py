@@ -84,7 +84,8 @@ def measure_sweep_jobs(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
     # The decode cache is built once per sweep, before its jobs: build it here, untimed.
     from gender import data as gdata
-    from gender.training import compile_model, configure_runtime
+    from gender.runtime import configure_runtime
+    from gender.training import compile_model
 
     configure_runtime(job_cfg.trainer, int(job_cfg.seed))
     started = time.perf_counter()

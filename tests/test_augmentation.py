@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from gender.augmentation import RandomAffine, RandomColor, RandomResolution, build_augmentation
 from gender.model import build_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, compose_cfg
+from helpers import CONF_DIR, compose_cfg
 from omegaconf import OmegaConf
 
 from gender import PROJECT_ROOT
@@ -103,7 +103,7 @@ def test_synthetic_root_is_keyed_by_its_settings():
 
 
 def test_cli_shows_the_composed_config_without_tensorflow():
-    from conftest import run_cli
+    from helpers import run_cli
 
     proc = run_cli("gender.run", "--cfg", "job", "optimizer=sgd", "optimizer.lr=0.02")
     assert proc.returncode == 0, proc.stderr

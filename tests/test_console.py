@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from gender.extras import missing_extra, single_run_overrides
 from gender.log import BelowLevel, ConsoleFormatter, startup_lines_to_keep

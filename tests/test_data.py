@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg, make_images
+from helpers import compose_cfg, make_images
 from PIL import Image
 
 from gender import data as gdata

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from conftest import compose_cfg, run_cli
+from helpers import compose_cfg, run_cli
 
 
 @pytest.mark.parametrize("preset", ["fast", "overfit", "tiny"])

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, run_cli
-from hydra import compose, initialize_config_dir
+from helpers import compose_cfg, run_cli
 from PIL import Image
 
 from gender import inference, scoring
@@ -118,8 +117,7 @@ def test_groups_from_sources_and_csv(model, tmp_path):
 
 
 def compose_evaluate(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="evaluate", overrides=list(overrides))
+    return compose_cfg(*overrides, config_name="evaluate")
 
 
 def make_run_dir(tmp_path: Path, model_file: Path, data_root: Path) -> Path:

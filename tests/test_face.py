@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg, make_images, save_tiny_model
+from helpers import compose_cfg, make_images, save_tiny_model
 from helpers.faces import draw_face_photo
 from omegaconf import OmegaConf
 

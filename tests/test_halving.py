@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from helpers import compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from gender import CONF_DIR, PROJECT_ROOT
@@ -33,7 +33,6 @@ from hydra_plugins.gender_halving_sweeper._core import (
 
 PRESET = CONF_DIR / "hparams_search" / "lr_dropout_halving.yaml"
 #: whether the training code can pause a run after a rung (``trainer.stop_at_epoch``)
-CAN_PAUSE = "stop_at_epoch" in (CONF_DIR / "trainer" / "default.yaml").read_text()
 
 
 def space_of(*overrides: str):
@@ -125,10 +124,7 @@ def test_preset_selects_the_plugin_sweeper() -> None:
     from hydra.core.plugins import Plugins
     from hydra.plugins.sweeper import Sweeper
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="config", overrides=["hparams_search=lr_dropout_halving"], return_hydra_config=True
-        )
+    cfg = compose_cfg("hparams_search=lr_dropout_halving", return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.gender_halving_sweeper.halving_sweeper.HalvingSweeper"
     assert (sweeper.eta, sweeper.min_epochs, sweeper.metric, sweeper.direction) == (
@@ -339,7 +335,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CAN_PAUSE, reason="needs trainer.stop_at_epoch in gender/training.py")
 def test_tiny_halving_sweep_promotes_continues_and_survives_a_failure(tmp_path: Path, cache: Path) -> None:
     """6 configurations (3 with an invalid dropout), eta 3, 3 epochs: rungs at 1 and 3 epochs.
     The 2 best of the 3 valid ones continue from epoch 1 in their own directories; the third stops

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import compose_cfg
+from helpers import compose_cfg
 
 from gender.augmentation import build_augmentation
 from gender.model import build_model

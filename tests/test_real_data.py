@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from conftest import REAL_DATA, run_cli
+from helpers import REAL_DATA, run_cli
 
 pytestmark = pytest.mark.real_data
 

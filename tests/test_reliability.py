@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg, make_images, run_cli
-from hydra import compose, initialize_config_dir
+from helpers import compose_cfg, make_images, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gender import CONF_DIR, PROJECT_ROOT
+from gender import PROJECT_ROOT
 from gender import data as gdata
 from gender.errors import UserError
 
@@ -61,8 +60,7 @@ def assert_one_line(proc: subprocess.CompletedProcess, rc: int, expected: str) -
 
 
 def compose_app(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
+    return compose_cfg(*overrides, config_name=name)
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -661,7 +659,7 @@ def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_path, monkeypatch, capsys):
-    from gender import training
+    from gender import checkpoints, training
 
     cfg = compose_cfg(*TINY, "trainer.epochs=4", tmp_path=tmp_path)
     run_dir = Path(cfg.paths.output_dir)
@@ -669,7 +667,7 @@ def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_p
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg)
     monkeypatch.undo()
-    backup = training.backup_dir(run_dir)
+    backup = checkpoints.backup_dir(run_dir)
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
     (backup / "training_metadata.json").write_text("")  # killed while Keras wrote it
     metrics = training.train(cfg)
@@ -677,25 +675,25 @@ def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_p
     with open(run_dir / "history.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2", "3", "4"]
     assert metrics["epochs_run"] == 4
-    assert training.best_weights_epoch(run_dir) == metrics["best_epoch"]  # metrics describe the model
+    assert checkpoints.best_weights_epoch(run_dir) == metrics["best_epoch"]  # metrics describe the model
 
 
 def test_damaged_resume_state_without_an_earlier_one_says_what_to_delete(tmp_path):
     import h5py
 
-    from gender import training
+    from gender import checkpoints
 
-    backup = training.backup_dir(tmp_path)
+    backup = checkpoints.backup_dir(tmp_path)
     backup.mkdir(parents=True)
     with h5py.File(backup / "latest.weights.h5", "w") as f:
         f["w"] = np.zeros(3)
     (backup / "training_metadata.json").write_text('{"epoch": 3, "ba')  # truncated
     with pytest.raises(UserError, match=f"delete {re.escape(str(backup))} to train this run again"):
-        training.repair_backup(tmp_path)
+        checkpoints.repair_backup(tmp_path)
     (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 10)  # truncated
     with pytest.raises(UserError, match="latest.weights.h5 is unreadable"):
-        training.repair_backup(tmp_path)
+        checkpoints.repair_backup(tmp_path)
 
 
 # --------------------------------- 10. nothing scored: non-zero; W&B stays in its places

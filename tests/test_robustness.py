@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import compose_cfg, run_cli
+from helpers import compose_cfg, run_cli
 
 from gender import PROJECT_ROOT
 from gender.training import train
@@ -122,7 +122,7 @@ def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
     """Corrupt JPEG, truncated PNG, zero-byte file, text named .jpg, oversized image, .DS_Store and a
     duplicate filed under both classes: the run trains on the rest and lists every one."""
     import numpy as np
-    from conftest import make_images
+    from helpers import make_images
     from PIL import Image
 
     root = make_images(tmp_path / "faces", {"male": 20, "female": 20})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_cfg, make_images, run_cli
+from helpers import compose_cfg, make_images, run_cli
 
 from gender.inference import load_model
 from gender.training import train

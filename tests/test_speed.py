@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg, make_images, run_cli
+from helpers import compose_cfg, make_images, run_cli
 from omegaconf import open_dict
 
 from gender import CONF_DIR, PROJECT_ROOT
@@ -164,7 +164,7 @@ def test_automatic_precision_is_what_the_machine_runs_natively(tmp_path, images,
     """Without a GPU: bfloat16 where /proc/cpuinfo lists a native bfloat16 unit, else float32."""
     import tensorflow as tf
 
-    from gender.training import native_dtype_policy
+    from gender.runtime import native_dtype_policy
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU decides the policy by its compute capability")

@@ -539,7 +539,7 @@ def test_config_helpers():
 def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     """The whole job through ``python -m gender.run``: what W&B wrote, read back with its own
     reader; then ``gender.evaluate`` on that run names the model it scored."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     run_dir = tmp_path / "run"
     proc = run_cli(

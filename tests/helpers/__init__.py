@@ -1,1 +1,82 @@
-"""Shared test helpers (imported as ``helpers``: tests/ is on sys.path under pytest)."""
+"""Shared test helpers, imported as ``helpers`` (tests/ is on sys.path under pytest): composed
+configs, generated image folders, a model with known predictions, the CLI run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from gender import CONF_DIR, PROJECT_ROOT
+
+REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "genderface"
+
+
+def compose_cfg(
+    *overrides: str,
+    tmp_path: Path | None = None,
+    config_name: str = "config",
+    return_hydra_config: bool = False,
+) -> DictConfig:
+    """The config exactly as ``python -m gender.<command> <overrides>`` would see it (``config_name``:
+    ``config`` for run, ``evaluate``, ``predict``, ``bench``).
+
+    Outside a Hydra job there is no runtime output dir, so tests point ``paths.output_dir`` and the
+    cache at tmp_path; every other key comes from conf/ unchanged.
+    """
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
+    if tmp_path is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.cache_dir = str(tmp_path / "cache")
+    return cfg
+
+
+def make_images(root: Path, layout: dict[str, int], size: int = 32, fmt: str = "png", seed: int = 0) -> Path:
+    """Write ``layout[folder]`` random images into ``root/folder``; class 'woman'-like folders get
+    brighter images so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    for folder, n in layout.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        bright = any(k in folder for k in ("woman", "female", "hijab"))
+        for i in range(n):
+            base = 150 if bright else 90
+            arr = np.clip(rng.normal(base, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / folder / f"{i:04d}.{fmt}")
+    return root
+
+
+def run_cli(
+    *args: str, cwd: Path = PROJECT_ROOT, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` like a user would, capturing output."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def save_tiny_model(path: Path) -> Path:
+    """Raw pixels -> Rescaling -> channel means -> sigmoid(8 * (red - blue)): red means female.
+
+    Fixed weights instead of training keep the expected predictions exact and the test fast.
+    """
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
+    model.save(path)
+    return path

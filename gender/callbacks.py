@@ -1,0 +1,120 @@
+"""The Keras callbacks of a training run, each importable and testable on its own.
+
+``gender.training.make_callbacks`` picks them from the config. Where Keras has the callback
+(``EarlyStopping``, ``BackupAndRestore``) it is used as is; each one here says what the Keras
+equivalent cannot do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from gender.checkpoints import (
+    HISTORY_KEYS,
+    best_weights_path,
+    fit_marker,
+    history_rows,
+    monitor_mode,
+    stamp_epoch,
+    write_history,
+)
+from gender.io import atomic_path, write_json
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Derive every random draw of epoch e from (seed, e) alone: shuffle order, augmentation and
+    dropout. A run resumed at epoch e then trains exactly as an uninterrupted one would (Keras
+    seeds once per process, so a resumed run would draw differently)."""
+
+    def __init__(self, seed: int, epoch_var, random_states: Sequence) -> None:
+        super().__init__()
+        self.seed, self.epoch_var, self.random_states = int(seed), epoch_var, list(random_states)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_var.assign(epoch)
+        for i, state in enumerate(self.random_states):
+            state.assign(np.array([self.seed * 1000 + epoch, i], dtype=state.dtype))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the current learning rate to the epoch logs (Keras 3 does not)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # the property evaluates a schedule at the current step; a
+            # MirroredVariable (trainer.strategy=mirrored) has no __float__: go through numpy
+            lr = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv, one row per epoch with the training seconds so far. Unlike Keras'
+    ``CSVLogger(append=True)``, a resumed run drops the rows of epochs it trains again (no
+    duplicate epochs), the seconds continue across resumes, and every write is atomic."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows = history_rows(self.path)
+
+    def on_train_begin(self, logs=None):
+        self.offset = float(self.rows[-1].get("elapsed_seconds") or 0) if self.rows else 0.0
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs["elapsed_seconds"] = self.offset + time.perf_counter() - self.started
+        row = {"epoch": str(epoch + 1), **{k: f"{float(logs[k]):.6g}" for k in HISTORY_KEYS if k in logs}}
+        self.rows = [r for r in self.rows if int(r["epoch"]) <= epoch] + [row]
+        write_history(self.rows, self.path)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """The best epoch's weights by ``monitor``. Keras' ``ModelCheckpoint(save_best_only=True,
+    initial_value_threshold=...)`` writes in place, so a kill mid-write leaves a corrupt file to
+    resume from; this one writes atomically and stamps the epoch it holds into the file."""
+
+    def __init__(self, run_dir: Path, monitor: str, best: float | None) -> None:
+        super().__init__()
+        self.path, self.monitor, self.best = best_weights_path(Path(run_dir)), monitor, best
+        self.sign = 1.0 if monitor_mode(monitor) == "max" else -1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and self.sign * (value - self.best) <= 0):
+            return
+        self.best = float(value)
+        with atomic_path(self.path) as tmp:
+            self.model.save_weights(tmp)
+            stamp_epoch(tmp, epoch + 1)
+
+
+class FitComplete(keras.callbacks.Callback):
+    """Marks a finished fit, so a run that dies later (evaluation) resumes without retraining.
+    Placed before BackupAndRestore, whose on_train_end deletes the resume state: a kill between
+    the two must not leave a run with neither."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def on_train_end(self, logs=None):
+        epochs = len(history_rows(self.run_dir / "history.csv"))
+        write_json({"epochs": epochs}, fit_marker(self.run_dir))
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Pause after ``epoch`` on the learning-rate schedule of the whole run (successive halving's
+    rungs); the resume state is kept so a later run in the same folder goes on."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.epoch:
+            self.model.stop_training = True

@@ -1,0 +1,95 @@
+"""Process-wide TensorFlow state for a job: threads, determinism, precision, seeds, strategy.
+
+Set once before any op runs; training, the benchmark and the sweep-cost probe share it. TensorFlow
+is imported inside each function, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gender.config import dtype_policy
+from gender.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def configure_runtime(trainer_cfg: Any, seed: int) -> None:
+    """Threads, determinism, precision and seeds: process-wide TF state, set before any op runs."""
+    import keras
+    import tensorflow as tf
+
+    logical_cpus = int(trainer_cfg.get("logical_cpus") or 1)
+    if logical_cpus > 1:  # several CPU replicas: runs strategy=mirrored code paths without GPUs
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpus)]
+            )
+        except RuntimeError:  # a second job in the same process: TF is already running
+            log.warning(
+                "trainer.logical_cpus=%d ignored: TensorFlow already initialised in this process",
+                logical_cpus,
+            )
+    for name, setter, getter in (
+        (
+            "intra_op_threads",
+            tf.config.threading.set_intra_op_parallelism_threads,
+            tf.config.threading.get_intra_op_parallelism_threads,
+        ),
+        (
+            "inter_op_threads",
+            tf.config.threading.set_inter_op_parallelism_threads,
+            tf.config.threading.get_inter_op_parallelism_threads,
+        ),
+    ):
+        value = trainer_cfg.get(name)
+        if value and getter() != int(value):
+            try:
+                setter(int(value))
+            except RuntimeError:  # a second job in the same process: TF is already running
+                log.warning(
+                    "trainer.%s=%s ignored: TensorFlow already initialised in this process", name, value
+                )
+    from tensorflow.python.framework import config as tf_config
+
+    if trainer_cfg.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
+        tf_config.disable_op_determinism()
+    policy = dtype_policy(trainer_cfg.get("mixed_precision"))
+    keras.mixed_precision.set_global_policy(native_dtype_policy() if policy == "auto" else policy)
+    keras.utils.set_random_seed(int(seed))
+
+
+def native_dtype_policy() -> str:
+    """What ``trainer.mixed_precision=auto`` picks: float16 on GPUs with tensor cores (compute
+    capability 7.0+), bfloat16 on CPUs that run it natively (AVX-512 BF16 or AMX, as listed in
+    /proc/cpuinfo), else float32: half precision only pays off where the hardware runs it."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "mixed_float16" if capability and capability >= (7, 0) else "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell
+        return "float32"
+    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def distribution_strategy(name: str):
+    """``tf.distribute`` strategy by name; ``default`` is the no-op strategy."""
+    import tensorflow as tf
+
+    if name in (None, "default", "none"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"trainer.strategy={name} is unknown; allowed: default, mirrored, multi_worker")
