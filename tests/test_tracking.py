@@ -247,6 +247,28 @@ def test_offline_run_records_config_history_evaluation_and_model(tmp_path, wandb
                 assert SECRET.encode() not in path.read_bytes(), path
 
 
+def test_under_a_wandb_sweep_agent_each_epoch_logs_the_sweep_metric(tmp_path, wandb_home, monkeypatch):
+    """Hyperband early termination (sweeps/wandb_sweep.yaml) reads ``val_accuracy``'s history:
+    under an agent (WANDB_SWEEP_ID set) every epoch logs it under that name; otherwise only
+    ``epoch/val_accuracy``."""
+    for sweep_id, run_dir in ((None, tmp_path / "plain"), ("abc123", tmp_path / "agent")):
+        if sweep_id:
+            monkeypatch.setenv("WANDB_SWEEP_ID", sweep_id)
+        with Tracker.start(make_cfg(), run_dir) as tracker:
+            tiny_model_fit(tracker.keras_callbacks())
+        epochs = [
+            r["history"]["item"]
+            for r in records_of(only_run(run_dir))
+            if r["type"] == "history" and "epoch/val_accuracy" in r["history"]["item"]
+        ]
+        assert len(epochs) == 2
+        bare = [e.get("val_accuracy") for e in epochs]
+        if sweep_id:
+            assert bare == [e["epoch/val_accuracy"] for e in epochs]
+        else:
+            assert bare == [None, None]
+
+
 @pytest.mark.parametrize("how", ["logger_none", "mode_disabled", "env_disabled", "unusable"])
 def test_disabled_tracking_writes_no_files(tmp_path, wandb_home, monkeypatch, caplog, how):
     """No run and no W&B file; an unusable logger setting costs one warning, not the job."""

@@ -3,6 +3,7 @@ and ``best_epoch`` number them (from 1). Imported only when a tracked job trains
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import keras
@@ -20,16 +21,20 @@ class WandbEpochLogger(keras.callbacks.Callback):
 
     Instead of W&B's ``WandbMetricsLogger``, which numbers epochs from 0 (``history.csv`` and
     ``best_epoch`` count from 1) and logs to the process-global ``wandb.run`` rather than this
-    job's run."""
+    job's run. Under a W&B sweep agent the Keras metrics are also logged under their own names
+    (``val_accuracy``) each epoch: hyperband early termination reads the sweep metric's history."""
 
     def __init__(self, run: Any) -> None:
         super().__init__()
         self.run = run
+        self.in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))  # set by `wandb agent`
         run.define_metric("epoch/epoch")
         run.define_metric("epoch/*", step_metric="epoch/epoch")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         row = {f"epoch/{k}": float(v) for k, v in (logs or {}).items()}
+        if self.in_sweep:
+            row.update({k: float(v) for k, v in (logs or {}).items()})
         if "epoch/learning_rate" not in row and (lr := _learning_rate(self.model)) is not None:
             row["epoch/learning_rate"] = lr
         row["epoch/epoch"] = epoch + 1
