@@ -37,6 +37,7 @@ _GPU_PROBING = re.compile(
     r"(cuInit|CUDA|cuda|cuDNN|cuFFT|cuBLAS|Unable to register .* factory|TensorRT)"
 )
 
+
 def startup_lines_to_keep(text: str, gpu_expected: bool) -> list[str]:
     """The lines of TensorFlow's start-up output worth showing (see ``_STARTUP_NOISE``).
 

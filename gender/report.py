@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    print(summary.table.to_text([*TERMINAL_COLUMNS, *summary.swept_keys, *args.column, "error"]))
+    halving = [c for c in ("halving", "by_rung") if c in summary.table.columns]
+    print(summary.table.to_text([*TERMINAL_COLUMNS, *summary.swept_keys, *halving, *args.column, "error"]))
     print()
     if summary.best is not None:
         print(f"best: job {summary.best.label}, val_accuracy {summary.best.val_accuracy:.4f}")

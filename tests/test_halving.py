@@ -386,7 +386,17 @@ def test_tiny_halving_sweep_promotes_continues_and_survives_a_failure(tmp_path: 
         assert float(history[2]["elapsed_seconds"]) > float(history[0]["elapsed_seconds"])
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         assert overrides[:2] == c["overrides"] and not any("stop_at_epoch" in o for o in overrides)
-    assert (sweep / "summary.md").is_file()
+
+    # the summary: the swept keys (not the pause key), finished configurations ranked first,
+    # and where each one stopped
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["swept_keys"] == ["optimizer.lr", "model.dropout"], summary["swept_keys"]
+    with open(sweep / "summary.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["halving"] for r in table] == ["finished", "finished", "stopped", "failed", "failed", "failed"]
+    assert table[0]["by_rung"].startswith("1: ") and ", 3: " in table[0]["by_rung"]
+    assert table[2]["by_rung"].startswith("1: ") and "3: " not in table[2]["by_rung"]
+    assert "| halving | by_rung |" in (sweep / "summary.md").read_text()
 
 
 # ------------------------------------------------------------------------------ sweep speed

@@ -27,6 +27,8 @@ SWEEP_ONLY_PREFIXES = ("hydra.", "hydra/", "+hydra", "~hydra", "++hydra", "hpara
 #: "unfinished": neither metrics.json nor failure.json yet (still running, or killed).
 STATUS_ORDER = {"completed": 0, "unfinished": 1, "failed": 2}
 RUN_COMMAND = "python -m gender.run"
+#: Written by the successive-halving sweeper (hydra_plugins/gender_halving_sweeper): who stopped where.
+RUNGS_JSON = "rungs.json"
 #: The metric jobs are ranked by (higher is better; ties: lower val_loss, then job number).
 RANK_METRIC = "val_accuracy"
 WANDB_APP = "https://wandb.ai"
@@ -241,27 +243,86 @@ def _sort_key(job: JobRecord) -> tuple[Any, ...]:
     acc = job.val_accuracy if job.val_accuracy is not None else -math.inf
     loss = job.val_loss if job.val_loss is not None else math.inf
     num = job.num if job.num is not None else math.inf
-    return (STATUS_ORDER.get(job.status, 3), -acc, loss, num, str(job.path))
+    stopped_early = job.metrics.get("halving") not in (None, "finished")
+    return (STATUS_ORDER.get(job.status, 3), stopped_early, -acc, loss, num, str(job.path))
 
 
 def collect_jobs(root: Path) -> list[JobRecord]:
     """Every job under ``root``, best ``val_accuracy`` first, failed jobs last; the swept keys'
-    values filled in for every job."""
-    jobs = sorted((read_job(d) for d in find_job_dirs(Path(root))), key=_sort_key)
-    fill_params(jobs, swept_keys(jobs))
+    values filled in for every job. In a successive-halving sweep (``rungs.json``), the jobs that
+    reached the full epochs rank before those stopped at an earlier rung, whose accuracy is
+    that of fewer epochs, and each job says where it stopped."""
+    root = Path(root)
+    jobs = [read_job(d) for d in find_job_dirs(root)]
+    rungs = read_json(root / RUNGS_JSON)
+    if rungs:
+        add_rungs(jobs, root, rungs)
+    jobs.sort(key=_sort_key)
+    fill_params(jobs, swept_keys(jobs, root))
     return jobs
 
 
-def swept_keys(jobs: Sequence[JobRecord]) -> list[str]:
-    """Override keys whose value differs between jobs (what the sweep varied), first seen first."""
+def add_rungs(jobs: Sequence[JobRecord], root: Path, rungs: dict[str, Any]) -> None:
+    """Each job's fate in the halving sweep (``halving``: finished, stopped, failed, ...) and its
+    metric at the end of each rung it ran (``by_rung``: ``1: 0.88, 4: 0.93``), as columns."""
+    trials = {str(c.get("dir")): c for c in rungs.get("configs") or [] if isinstance(c, dict)}
+    for job in jobs:
+        trial = trials.get(_relative(job.path, root))
+        if trial is None:
+            continue
+        values = dict(trial.get("values") or {})
+        if job.status == "completed" and job.epochs_run:  # its own latest rung, maybe not recorded yet
+            values[str(job.epochs_run)] = job.val_accuracy
+        values = dict(sorted(values.items(), key=lambda kv: int(kv[0])))
+        if job.path.name.isdigit():  # a promoted job is launched again: its folder names it
+            job.num = int(job.path.name)
+        status = trial.get("status")
+        full = rungs.get("max_epochs")
+        if job.status == "completed" and isinstance(full, int) and (job.epochs_run or 0) >= full:
+            status = "finished"  # the sweeper records it after the job's own summary update
+        job.metrics["halving"] = status
+        job.metrics["by_rung"] = ", ".join(
+            f"{epochs}: {v:.4g}" if isinstance(v, int | float) else f"{epochs}: -"
+            for epochs, v in values.items()
+        )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def declared_keys(root: Path) -> list[str]:
+    """The keys the sweeper was given (``hydra.sweeper.params`` in ``multirun.yaml``), in order:
+    swept even while the jobs so far share a value."""
+    doc = read_yaml(Path(root) / "multirun.yaml")
+    sweeper = ((doc or {}).get("hydra") or {}).get("sweeper") if isinstance(doc, dict) else None
+    params = sweeper.get("params") if isinstance(sweeper, dict) else None
+    return [str(k) for k in params] if isinstance(params, dict) else []
+
+
+def swept_keys(jobs: Sequence[JobRecord], root: Path | None = None) -> list[str]:
+    """What the sweep varied: the sweeper's declared keys (when ``root`` holds ``multirun.yaml``),
+    then override keys whose value differs between jobs, first seen first. A halving sweeper's
+    pause key (``trainer.stop_at_epoch``, set on jobs stopped at a rung) is bookkeeping, not a
+    swept key."""
+    ignore: set[str] = set()
+    keys: list[str] = []
+    if root is not None:
+        keys = declared_keys(root)
+        rungs = read_json(Path(root) / RUNGS_JSON)
+        if rungs:
+            ignore.add(str(rungs.get("pause_key") or "trainer.stop_at_epoch"))
     seen: dict[str, set[str]] = {}
     for job in sorted(jobs, key=lambda j: (j.num is None, j.num or 0, str(j.path))):
         for key, value in job.override_dict().items():
             seen.setdefault(key, set()).add(value)
-    keys = [k for k, values in seen.items() if len(values) > 1]
+    keys += [k for k, values in seen.items() if len(values) > 1 and k not in keys]
     # a key set in only some jobs varies too
     keys += [k for k in seen if k not in keys and any(k not in j.override_dict() for j in jobs)]
-    return keys
+    return [k for k in keys if k not in ignore]
 
 
 def reproduce_command(job: JobRecord) -> str:

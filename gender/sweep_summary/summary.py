@@ -18,7 +18,14 @@ from typing import Any
 from gender.io import atomic_path
 from gender.sweep_summary import pages
 from gender.sweep_summary.figures import CURVES_PNG, plot_by_params, plot_sweep_curves
-from gender.sweep_summary.jobs import JobRecord, collect_jobs, read_yaml, reproduce_command, swept_keys
+from gender.sweep_summary.jobs import (
+    RUNGS_JSON,
+    JobRecord,
+    collect_jobs,
+    read_yaml,
+    reproduce_command,
+    swept_keys,
+)
 from gender.sweep_summary.table import Table
 
 #: The columns every summary shows first (the terminal table of ``gender.report`` stops here).
@@ -95,7 +102,9 @@ def build_summary(sweep_dir: Path, extra_columns: Sequence[str] = ()) -> SweepSu
     jobs = collect_jobs(sweep_dir)
     if not jobs:
         raise NoJobsError(f"no Hydra jobs in {sweep_dir} (expected job dirs with .hydra/overrides.yaml)")
-    keys = swept_keys(jobs)
+    keys = swept_keys(jobs, sweep_dir)
+    if (sweep_dir / RUNGS_JSON).exists():  # successive halving: where each configuration stopped
+        extra_columns = [*extra_columns, "halving", "by_rung"]
     best = jobs[0] if jobs[0].status == "completed" and jobs[0].val_accuracy is not None else None
     optuna = read_yaml(sweep_dir / "optimization_results.yaml")
     kind, figure = plot_by_params(jobs, keys, sweep_dir)

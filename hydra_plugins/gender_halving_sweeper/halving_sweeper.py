@@ -101,6 +101,7 @@ class HalvingSweeper(Sweeper):
             "eta": self.eta,
             "metric": self.metric,
             "direction": self.direction,
+            "pause_key": self.pause_key,
             "max_epochs": int(max_epochs),
             "rungs": schedule,
             "rung_results": [],
