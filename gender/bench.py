@@ -10,21 +10,19 @@ import hydra
 from omegaconf import DictConfig
 
 from gender.benchmark import run_bench
-from gender.errors import reported_as_one_line
-from gender.log import quiet_tensorflow
 from gender.sweep_cost import measure_sweep_jobs, sweep_settings
+from gender.task import JobInfo, task_wrapper
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    """Hydra entrypoint: errors the user can fix are one line on stderr, exit code 2."""
-    quiet_tensorflow()
-    with reported_as_one_line():
-        sweep, only = sweep_settings(cfg)
-        if not only:
-            run_bench(cfg, cfg.paths.output_dir)
-        if sweep:  # jobs per hour: one job of bench.sweep.preset, end to end (gender/sweep_cost.py)
-            measure_sweep_jobs(cfg, cfg.paths.output_dir)
+def bench_job(cfg: DictConfig, job: JobInfo) -> None:
+    sweep, only = sweep_settings(cfg)
+    if not only:
+        run_bench(cfg, cfg.paths.output_dir)
+    if sweep:  # jobs per hour: one job of bench.sweep.preset, end to end (gender/sweep_cost.py)
+        measure_sweep_jobs(cfg, cfg.paths.output_dir)
+
+
+main = hydra.main(version_base="1.3", config_path="conf", config_name="bench")(task_wrapper(bench_job))
 
 
 if __name__ == "__main__":

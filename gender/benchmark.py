@@ -39,6 +39,7 @@ from gender.environment import machine
 from gender.errors import UserError
 from gender.face import FaceSettings
 from gender.io import write_json
+from gender.task import job_info
 from gender.training import compile_model
 
 log = logging.getLogger(__name__)
@@ -379,21 +380,12 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         "machine": machine_info(strategy),
         "load_average_1min": {"start": load_start, "end": _load_average()},
         "wall_seconds": round(time.perf_counter() - began, 1),
-        "overrides": _overrides(),
+        "overrides": list(job_info().overrides),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json(result, out_dir / "bench.json")
     print(format_table(result, out_dir), flush=True)
     return result
-
-
-def _overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside a Hydra job
-        return []
 
 
 def format_table(r: dict[str, Any], out_dir: Path) -> str:

@@ -21,28 +21,27 @@ test split so a run's ``test`` numbers and a later ``gender.evaluate`` agree by 
 
 from __future__ import annotations
 
-from typing import Any
+import hydra
+from omegaconf import DictConfig
 
 from gender.errors import reported_as_one_line
 from gender.inference import require_model_path
-from gender.log import quiet_tensorflow
 from gender.scoring import run_evaluation
+from gender.task import JobInfo, task_wrapper
 
 
-def _main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+def evaluate_job(cfg: DictConfig, job: JobInfo) -> float:
+    require_model_path(cfg, "python -m gender.evaluate model_path=outputs/runs/DATE/TIME")
+    return run_evaluation(cfg, job.output_dir)["accuracy"]
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-    def task(cfg: Any) -> float:
-        quiet_tensorflow()
-        with reported_as_one_line():
-            require_model_path(cfg, "python -m gender.evaluate model_path=outputs/runs/DATE/TIME")
-            return run_evaluation(cfg, HydraConfig.get().runtime.output_dir)["accuracy"]
 
+main = hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")(task_wrapper(evaluate_job))
+
+
+def cli() -> None:
     with reported_as_one_line():  # Ctrl-C before the task started: one line, no traceback
-        task()
+        main()
 
 
 if __name__ == "__main__":
-    _main()
+    cli()

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+import hydra
+from omegaconf import DictConfig
 
 from gender.errors import reported_as_one_line
 from gender.extras import HYDRA_OPTIONS_WITH_VALUE
 from gender.inference import require_model_path
-from gender.log import quiet_tensorflow
 from gender.prediction import run_predict
+from gender.task import JobInfo, task_wrapper
 
 # -------------------------------------------------------------------------------- the CLI
 
@@ -51,23 +53,23 @@ def split_positional(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return keep, positional
 
 
-def _main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+def predict_job(cfg: DictConfig, job: JobInfo, inputs: list[str]) -> None:
+    require_model_path(cfg, "python -m gender.predict model_path=outputs/runs/DATE/TIME photo.jpg")
+    run_predict(cfg, job.output_dir, inputs)
 
+
+def cli() -> None:
+    # bare paths are inputs, not overrides: Hydra only sees the rest of the command line
     argv, positional = split_positional(sys.argv[1:])
     sys.argv = [sys.argv[0], *argv]
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-    def task(cfg: Any) -> None:
-        quiet_tensorflow()
-        with reported_as_one_line():
-            require_model_path(cfg, "python -m gender.predict model_path=outputs/runs/DATE/TIME photo.jpg")
-            run_predict(cfg, HydraConfig.get().runtime.output_dir, positional)
+    def task(cfg: DictConfig, job: JobInfo) -> None:
+        predict_job(cfg, job, positional)
 
+    main = hydra.main(version_base="1.3", config_path="conf", config_name="predict")(task_wrapper(task))
     with reported_as_one_line():  # Ctrl-C before the task started: one line, no traceback
-        task()
+        main()
 
 
 if __name__ == "__main__":
-    _main()
+    cli()

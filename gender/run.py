@@ -1,94 +1,34 @@
 """``python -m gender.run``: compose the config with Hydra and train one job.
 
-This module stays thin: TensorFlow is imported inside the job (by ``gender.training``), never in
-the process that launches a sweep, and the only logic here is turning failures into records.
+This module stays thin: the task is ``gender.training.train`` in ``gender.task.task_wrapper``
+(one ``error:`` line, failure records, the resume hint); the checks before Hydra starts are the
+only logic here. TensorFlow is imported inside the job, never in the process that launches a sweep.
 """
 
 from __future__ import annotations
 
 import re
-import signal
 import sys
-import traceback
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gender import CONF_DIR
-from gender.errors import (
-    EXIT_INTERRUPTED,
-    FinishedRunError,
-    UserError,
-    describe_write_error,
-    reported_as_one_line,
-    silence_unraisable,
-    write_error,
-)
+from gender.errors import EXIT_INTERRUPTED, UserError, reported_as_one_line
 from gender.extras import any_plugin_missing, missing_extra, single_run_overrides
-from gender.io import atomic_path, write_json
-from gender.log import quiet_tensorflow
 from gender.run_dir import guard_run_dir, guard_sweep_dir
+from gender.task import JobInfo, task_wrapper
 from gender.training import train
 
 
-def record_failure(run_dir: Path, error: BaseException) -> None:
-    """Leave ``failure.json`` + ``error.txt`` so sweep summaries and people see what went wrong."""
-    overrides: list[str] = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:
-        pass
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    write_json(
-        {"status": "failed", "error": f"{type(error).__name__}: {message}", "overrides": overrides},
-        run_dir / "failure.json",
-    )
-    with atomic_path(run_dir / "error.txt") as tmp:
-        tmp.write_text("".join(traceback.format_exception(error)))
-
-
-def _is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def train_job(cfg: DictConfig, job: JobInfo) -> float:
     """Train and evaluate; return validation accuracy so sweepers (Optuna) can maximise it."""
-    quiet_tensorflow()
-    run_dir = Path(cfg.paths.output_dir)
-    try:
-        return float(train(cfg)["val_accuracy"])
-    except (Exception, KeyboardInterrupt) as e:
-        interrupted = isinstance(e, KeyboardInterrupt)
-        if interrupted:  # a second Ctrl-C must not cut the record short with a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        problem = write_error(e)
-        if not isinstance(e, FinishedRunError):  # a finished run's directory is never written
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                record_failure(run_dir, e)
-            except OSError:  # the disk is full or the folder unwritable: the line below says so
-                pass
-        if interrupted:
-            print(f"interrupted: resume with  python -m gender.resume {run_dir}", file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
-        if problem is not None and not _is_multirun():
-            silence_unraisable()
-            print(f"error: {describe_write_error(problem)}", file=sys.stderr)
-            sys.exit(1)
-        if isinstance(e, UserError) and not _is_multirun():
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(e.exit_code)
-        raise
+    return float(train(cfg)["val_accuracy"])
+
+
+main = hydra.main(version_base="1.3", config_path="conf", config_name="config")(
+    task_wrapper(train_job, records_failures=True, resume_hint=True)
+)
 
 
 def precheck(overrides: list[str]) -> None:

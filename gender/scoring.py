@@ -36,6 +36,7 @@ from gender.inference import (
 from gender.io import write_csv, write_json
 from gender.progress import progress
 from gender.reference import load_reference, score_reference
+from gender.task import job_info
 
 log = logging.getLogger(__name__)
 
@@ -290,13 +291,7 @@ def read_groups_csv(
 
 
 def _overridden(prefixes: Sequence[str]) -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        task = HydraConfig.get().overrides.task
-    except (ImportError, ValueError):
-        return False
-    return any(o.lstrip("+~").startswith(prefixes) for o in task)
+    return any(o.lstrip("+~").startswith(prefixes) for o in job_info().overrides)
 
 
 def select_samples(cfg: Any) -> tuple[list[Sample], list[str], str, Path | None]:

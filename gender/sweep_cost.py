@@ -34,18 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from gender.errors import UserError
 from gender.io import write_json
+from gender.task import job_info
 
 #: bench overrides that do not concern the measured job
 _NOT_PASSED = ("bench.", "hydra.", "experiment=", "+bench", "++bench")
 
 
 def _bench_overrides() -> list[str]:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return [o for o in HydraConfig.get().overrides.task if not o.startswith(_NOT_PASSED)]
-    except ValueError:  # not inside a Hydra job
-        return []
+    return [o for o in job_info().overrides if not o.startswith(_NOT_PASSED)]
 
 
 def tensorflow_import_seconds() -> float:

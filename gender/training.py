@@ -31,6 +31,7 @@ from gender.checkpoints import (
 from gender.errors import FinishedRunError, UserError
 from gender.io import atomic_path, write_json
 from gender.runtime import configure_runtime, distribution_strategy
+from gender.task import job_info
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def collect_metrics(
     import keras
 
     epochs_run = len(history_rows(run_dir / "history.csv"))
-    overrides = _overrides()
+    overrides = list(job_info().overrides)
     return {
         "status": "completed",
         "train_accuracy": float(best["accuracy"]),
@@ -351,16 +352,6 @@ def overridden_values(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
         if isinstance(value, bool | int | float | str):
             out[key] = value
     return out
-
-
-def _overrides() -> list[str]:
-    """The job's command-line overrides when running under Hydra, else []."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:  # noqa: BLE001 - not inside a Hydra job
-        return []
 
 
 def format_metrics(m: dict[str, Any], run_dir: Path) -> str:

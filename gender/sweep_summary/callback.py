@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gender.sweep_summary.summary import NoJobsError, summarize, write_text
+from gender.sweep_summary.summary import NoJobsError, summarize
+from gender.task import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +28,15 @@ def _sweep_dir(config: DictConfig) -> Path | None:
     return Path(str(sweep)).absolute() if sweep else None
 
 
-def record_failure(job_dir: Path, job_return: Any) -> None:
-    """Write failure.json + error.txt when a job raised before the job itself could write them."""
+def record_job_failure(job_dir: Path, job_return: Any) -> None:
+    """failure.json + error.txt for a job that raised before it could write them itself (a job
+    of another app, or one that failed before ``gender.task.task_wrapper`` ran)."""
     if (job_dir / "failure.json").exists() or (job_dir / "metrics.json").exists():
         return
     exc = getattr(job_return, "_return_value", None)
-    if isinstance(exc, BaseException):
-        message = f"{type(exc).__name__}: {exc}".strip()
-        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    else:
-        message, trace = "job failed", "job failed (no exception object)\n"
-    doc = {
-        "status": "failed",
-        "error": message.splitlines()[0] if message else "job failed",
-        "overrides": list(getattr(job_return, "overrides", None) or []),
-        "recorded_by": "gender.sweep_summary.SweepSummaryCallback",
-    }
-    write_text(job_dir / "failure.json", json.dumps(doc, indent=2) + "\n")
-    write_text(job_dir / "error.txt", trace)
+    if not isinstance(exc, BaseException):
+        exc = RuntimeError("job failed (no exception object)")
+    record_failure(job_dir, exc, tuple(getattr(job_return, "overrides", None) or ()))
 
 
 class SweepSummaryCallback(Callback):
@@ -92,7 +82,7 @@ class SweepSummaryCallback(Callback):
             and getattr(job_return, "status", None) == JobStatus.FAILED
         ):
             try:
-                record_failure(job_dir, job_return)
+                record_job_failure(job_dir, job_return)
             except OSError as exc:
                 log.warning("could not record failure in %s: %s", job_dir, exc)
         if job_dir is not None and (sweep_dir is None or sweep_dir not in job_dir.parents):

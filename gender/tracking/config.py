@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from gender.task import job_info
+
 #: Config keys whose value must never reach W&B (matched on ``_``/``-``/``.``-separated words).
 SECRET_KEY = re.compile(
     r"(^|[_\-.])(api_?key|access_?key|private_?key|secret_?key|token|secret|password|passwd|"
@@ -178,19 +180,15 @@ def hydra_job() -> HydraJob:
     whichever folder the command ran from. Read from the live HydraConfig rather than through
     ``${hydra:...}`` in the YAML, so that ``.hydra/config.yaml`` stays resolvable outside Hydra."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if not HydraConfig.initialized():
+        job = job_info()
+        if job.hydra is None:
             return HydraJob()
-        hc = HydraConfig.get()
-        overrides = tuple(map(str, hc.overrides.task))
-        name = _override_name(hc, overrides)
-        if hc.mode != RunMode.MULTIRUN:
-            return HydraJob(name=name, overrides=overrides)
-        sweep = Path(str(hc.sweep.dir)).resolve()
-        return HydraJob(name=name, group="/".join(sweep.parts[-2:]), sweep_dir=sweep, overrides=overrides)
-    except Exception:  # noqa: BLE001 - no Hydra, or an unusual Hydra config
+        name = _override_name(job.hydra, job.overrides)
+        if not job.multirun or job.sweep_dir is None:
+            return HydraJob(name=name, overrides=job.overrides)
+        group = "/".join(job.sweep_dir.parts[-2:])
+        return HydraJob(name=name, group=group, sweep_dir=job.sweep_dir, overrides=job.overrides)
+    except Exception:  # noqa: BLE001 - an unusual Hydra config
         return HydraJob()
 
 
