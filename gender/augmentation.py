@@ -20,6 +20,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from gender.errors import UserError
+
 
 @keras.saving.register_keras_serializable(package="gender")
 class RandomAffine(keras.layers.Layer):
@@ -222,8 +224,6 @@ def build_augmentation(aug_cfg: Any, seed: int | None = None):
             )
     else:
         if c.get("white_balance"):
-            from gender.errors import UserError
-
             raise UserError("augmentation.white_balance needs augmentation.fused=true")
         layers += _keras_layers(c, fill, seed)
     if c.get("low_resolution"):

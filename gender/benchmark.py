@@ -34,11 +34,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gender import data as gdata
+from gender.config import validate
 from gender.data import load_face
 from gender.environment import machine
 from gender.errors import UserError
 from gender.face import FaceSettings
 from gender.io import write_json
+from gender.runtime import configure_runtime, distribution_strategy
 from gender.task import job_info
 from gender.training import compile_model
 
@@ -233,7 +235,6 @@ def face_stage_cost(
 
 def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Run every measurement, print the table, write ``bench.json``; return what was written."""
-    from gender.config import validate
 
     validate(cfg)
     b = cfg.bench
@@ -241,8 +242,6 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     began, load_start = time.perf_counter(), _load_average()
-
-    from gender.runtime import configure_runtime, distribution_strategy
 
     configure_runtime(cfg.trainer, int(cfg.seed))
     import keras

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -330,7 +331,6 @@ def _now_readable(path: str) -> bool:
 def _cache_lock(directory: Path):
     """One builder per cache directory at a time (jobs of a parallel sweep share it); a killed
     builder's lock goes with its process."""
-    import fcntl
 
     with open(directory / ".lock", "a+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import re
 import sys
@@ -66,7 +67,6 @@ def describe_write_error(error: OSError) -> str:
 def silence_unraisable() -> None:
     """After a write failure, libraries that still hold the file (h5py) complain while being
     garbage-collected ("Exception ignored in ..."): the one-line error says it all."""
-    import gc
 
     sys.unraisablehook = lambda *_: None
     gc.collect()

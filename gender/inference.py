@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from gender.errors import UserError
 from gender.face import FaceSettings
@@ -148,7 +149,6 @@ def trained_class_names(run_dir: Path | None) -> list[str] | None:
     cfg_file = run_dir / ".hydra" / "config.yaml"
     if not cfg_file.is_file():
         return None
-    from omegaconf import OmegaConf
 
     saved = OmegaConf.load(cfg_file)
     classes = OmegaConf.select(saved, "data.classes")
@@ -165,8 +165,6 @@ def face_settings_for(
     cfg_file = run_dir / ".hydra" / "config.yaml"
     recorded = None
     if cfg_file.is_file():
-        from omegaconf import OmegaConf
-
         data = OmegaConf.select(OmegaConf.load(cfg_file), "data") or {}
         recorded = FaceSettings.from_config(data)
     if face is None:
@@ -186,8 +184,6 @@ def max_pixels_for(model_path: str | os.PathLike[str], configured: int | None = 
     loader's default, ``data.DEFAULT_MAX_PIXELS``)."""
     cfg_file = resolve_model_path(model_path).parent / ".hydra" / "config.yaml"
     if cfg_file.is_file():
-        from omegaconf import OmegaConf
-
         value = OmegaConf.select(OmegaConf.load(cfg_file), "data.max_pixels", default=None)
         if value is not None:
             return int(value)
@@ -196,7 +192,6 @@ def max_pixels_for(model_path: str | os.PathLike[str], configured: int | None = 
 
 def require_model_path(cfg: Any, example: str) -> None:
     """A missing ``model_path`` is a user mistake: one line with an example, not a traceback."""
-    from omegaconf import OmegaConf
 
     if OmegaConf.is_missing(cfg, "model_path") or not cfg.model_path:
         raise UserError(f"model_path is required (a training run directory or a .keras file), e.g. {example}")

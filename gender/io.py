@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from gender.errors import UserError
 
@@ -124,7 +129,6 @@ def check_new_output_dir(path: str | os.PathLike, what: str = "hydra.run.dir") -
 
 def explicit_override(args: Sequence[str], key: str) -> str | None:
     """The value the command line gives ``key`` (``key=v``, ``+key=v``, ``++key=v``), else None."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = [a for a in args if not a.startswith("-") and "=" in a]
     try:
@@ -136,7 +140,6 @@ def explicit_override(args: Sequence[str], key: str) -> str | None:
 
 
 def _hydra_callback_base() -> type:
-    from hydra.experimental.callback import Callback
 
     return Callback
 
@@ -147,13 +150,10 @@ class NewOutputDir(_hydra_callback_base()):
     such as a training run (whose recorded config predict reads its class order from)."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from omegaconf import OmegaConf
 
         folder = OmegaConf.select(config, "hydra.run.dir")
         try:
             check_new_output_dir(folder)
         except UserError as e:
-            import sys
-
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(e.exit_code) from None

@@ -10,6 +10,8 @@ from typing import Any
 
 import keras
 
+from gender.errors import UserError
+
 
 @keras.saving.register_keras_serializable(package="gender")
 class MirrorImage(keras.layers.Layer):
@@ -37,8 +39,6 @@ def build_model(model_cfg: Any, image_size: int, augmentation=None, dtype_policy
     """Dispatch on ``model.name``; ``augmentation`` (a Keras layer) is prepended when given."""
     builders = {"seed_cnn": _seed_cnn, "rescnn": _rescnn}
     if model_cfg.name not in builders:
-        from gender.errors import UserError
-
         raise UserError(f"model.name={model_cfg.name} is unknown; allowed: {', '.join(builders)}")
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = inputs
@@ -97,8 +97,6 @@ def _rescnn(c: Any, x):
     blocks = c.blocks_per_stage
     blocks = [blocks] * len(c.widths) if isinstance(blocks, int) else list(blocks)
     if len(blocks) != len(c.widths):
-        from gender.errors import UserError
-
         raise UserError(
             f"model.blocks_per_stage={blocks} must be one integer or one per stage "
             f"of model.widths={list(c.widths)}"

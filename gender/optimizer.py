@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
+
+from gender.errors import UserError
 
 SCHEDULE_KEYS = ("lr", "schedule", "warmup_epochs", "min_lr_ratio")
 
@@ -31,14 +34,12 @@ def learning_rate(opt_cfg: Any, steps_per_epoch: int, epochs: int):
             warmup_target=lr if warmup else None,
             warmup_steps=warmup,
         )
-    from gender.errors import UserError
 
     raise UserError(f"optimizer.schedule={kind} is unknown; allowed: constant, cosine")
 
 
 def build_optimizer(opt_cfg: Any, steps_per_epoch: int, epochs: int):
     """Instantiate ``optimizer._target_`` with every key but the schedule ones."""
-    from hydra.utils import instantiate
 
     kwargs = OmegaConf.to_container(opt_cfg, resolve=True)
     for key in SCHEDULE_KEYS:

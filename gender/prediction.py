@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gender.config import validate_scoring
 from gender.data import load_face
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available
@@ -210,7 +211,6 @@ def run_predict(
     Settings and the output file are checked before any image is read (an existing ``output``
     is replaced only with ``overwrite=true``, a run's files never); a UserError when no input
     could be predicted (after the CSV listing why is written)."""
-    from gender.config import validate_scoring
 
     validate_scoring(cfg, "predict")
     target = (

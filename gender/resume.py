@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from gender.errors import reported_as_one_line
+
 #: Keys a resume may change: they do not alter what the remaining epochs compute (threads,
 #: console output, where the decode cache lives, tracking). ``trainer.epochs`` may grow or shrink
 #: (not below the epochs already run) when the learning rate does not depend on it
@@ -36,8 +38,6 @@ def main(argv: list[str] | None = None) -> None:
     run_dir, extra = Path(argv[0]).resolve(), argv[1:]
     cmd = resume_command(run_dir, extra)
     if extra:  # refuse unsafe changes here, with the resume's own wording, before anything runs
-        from gender.errors import reported_as_one_line
-
         with reported_as_one_line():
             check_extra(run_dir, cmd[3:-1], extra)
     print("resuming:", " ".join(cmd[1:]), flush=True)

@@ -11,9 +11,12 @@ import re
 import sys
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from gender import CONF_DIR
+from gender.config import validate
 from gender.errors import EXIT_INTERRUPTED, UserError, reported_as_one_line
 from gender.extras import any_plugin_missing, missing_extra, single_run_overrides
 from gender.run_dir import guard_run_dir, guard_sweep_dir
@@ -34,10 +37,6 @@ main = hydra.main(version_base="1.3", config_path="conf", config_name="config")(
 def precheck(overrides: list[str]) -> None:
     """Compose and validate a single run's config before Hydra starts, so that a mistake (an unknown
     option or key, a bad value) is one line naming the key and what is allowed, with no run dir."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-
-    from gender.config import validate
 
     def composed(ovs: list[str]):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -72,7 +71,6 @@ def precheck(overrides: list[str]) -> None:
 def require_extras(args: list[str]) -> None:
     """A sweep (``-m``) whose sweeper or launcher is an optional extra that is not installed:
     one line naming the extra, before Hydra fails with "Could not find 'hydra/sweeper/optuna'"."""
-    from hydra import compose, initialize_config_dir
 
     overrides = single_run_overrides(args)
     if overrides is None or not any_plugin_missing():

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gender import CONF_DIR
@@ -90,7 +92,6 @@ def config_changes(run_dir: Path, cfg: Any) -> tuple[list[str], list[str]]:
     changed counts. A key only one side has (the code added or removed a config key since the run
     started) is allowed: it is reported, not refused.
     """
-    from omegaconf import OmegaConf
 
     try:
         recorded = _flat(OmegaConf.to_container(OmegaConf.load(recorded_config_file(run_dir)), resolve=False))
@@ -160,7 +161,6 @@ def check_resumable(run_dir: Path, cfg: Any) -> str:
 
 
 def _key(override: str) -> str:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         return OverridesParser.create().parse_override(override).key_or_group
@@ -187,9 +187,6 @@ def resume_command(run_dir: Path, extra: list[str] | None = None) -> list[str]:
 
 
 def check_extra(run_dir: Path, overrides: list[str], extra: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-
-    from gender import CONF_DIR
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -206,7 +203,6 @@ def check_extra(run_dir: Path, overrides: list[str], extra: list[str]) -> None:
 
 def _hydra_dir(overrides: list[str], key: str) -> str:
     """Where Hydra would put this command's output (``hydra.run.dir`` / ``hydra.sweep.dir``)."""
-    from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -249,8 +245,6 @@ def guard_run_dir(args: list[str]) -> str | None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"hydra.run.dir={given} is a file, not a folder")
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        from hydra import compose, initialize_config_dir
-
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=args)
         print(check_resumable(run_dir, cfg), file=sys.stderr, flush=True)

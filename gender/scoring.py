@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gender import evaluation as ev
+from gender.config import validate_scoring
 from gender.data import Sample, discover, image_kinds, load_face, load_image, read_manifest, resolve_root
 from gender.errors import UserError
 from gender.face import FaceSettings
@@ -355,7 +356,6 @@ def seeded_sample(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
 
 def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The CLI's work, callable without Hydra: select samples, evaluate, write, print."""
-    from gender.config import validate_scoring
 
     validate_scoring(cfg, "evaluate")  # before any file is read
     out = Path(out_dir)

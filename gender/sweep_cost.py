@@ -19,6 +19,7 @@ Writes ``sweep_jobs.json`` next to ``bench.json``.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -30,10 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
+from gender import data as gdata
 from gender.errors import UserError
 from gender.io import write_json
+from gender.runtime import configure_runtime
 from gender.task import job_info
 
 #: bench overrides that do not concern the measured job
@@ -54,7 +58,6 @@ def tensorflow_import_seconds() -> float:
 
 
 def _epoch_seconds(history_csv: Path) -> list[float]:
-    import csv
 
     with open(history_csv, newline="") as f:
         clock = [float(r["elapsed_seconds"]) for r in csv.DictReader(f) if r.get("elapsed_seconds")]
@@ -63,7 +66,6 @@ def _epoch_seconds(history_csv: Path) -> list[float]:
 
 def measure_sweep_jobs(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Time one job of ``bench.sweep.preset``; return (and write) the breakdown and jobs per hour."""
-    from hydra import compose
 
     s = cfg.bench.sweep
     preset, batches = str(s.preset), s.get("batches")
@@ -79,8 +81,6 @@ def measure_sweep_jobs(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         ) from None
 
     # The decode cache is built once per sweep, before its jobs: build it here, untimed.
-    from gender import data as gdata
-    from gender.runtime import configure_runtime
     from gender.training import compile_model
 
     configure_runtime(job_cfg.trainer, int(job_cfg.seed))

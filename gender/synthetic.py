@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,6 @@ def ensure_synthetic(root: Path, n_per_class: int = 300, size: int = 64, seed: i
         generate(tmp, n_per_class, size, seed)
         (tmp / ".complete").write_text("ok\n")
         if root.exists():  # another job finished first: keep theirs
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.replace(tmp, root)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from gender import data as gdata
 from gender import environment
 from gender.checkpoints import (
     backup_dir,
@@ -28,18 +29,22 @@ from gender.checkpoints import (
     history_rows,
     prepare_resume,
 )
+from gender.config import validate
 from gender.errors import FinishedRunError, UserError
+from gender.evaluation import format_report
 from gender.io import atomic_path, write_json
+from gender.optimizer import build_optimizer
+from gender.plots import plot_learning_curves
 from gender.runtime import configure_runtime, distribution_strategy
+from gender.scoring import auto_groups, evaluate_model_with_rows
 from gender.task import job_info
+from gender.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; write every output into ``cfg.paths.output_dir``."""
-    from gender.config import validate
-    from gender.tracking import Tracker
 
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -79,7 +84,6 @@ class Job:
 
 def prepare_data(cfg: DictConfig, run_dir: Path):
     """Decode (or reuse the cache), split, and record the split and the data report in the run."""
-    from gender import data as gdata
 
     ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir)
     print(ds.report.summary(), flush=True)
@@ -93,7 +97,6 @@ def build(cfg: DictConfig, ds) -> Job:
     """The input pipelines and the compiled model, in the configured distribution strategy."""
     import tensorflow as tf
 
-    from gender import data as gdata
     from gender.augmentation import build_augmentation
 
     t = cfg.trainer
@@ -120,7 +123,6 @@ def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmen
     import keras
 
     from gender.model import build_model
-    from gender.optimizer import build_optimizer
 
     t = cfg.trainer
     model = build_model(cfg.model, image_size, augmentation=augmentation)
@@ -236,9 +238,6 @@ def score_test(cfg: DictConfig, run_dir: Path, ds, model) -> tuple[dict[str, Any
     image as well; nothing when the split has no test part."""
     if not ds.splits["test"]:
         return {}, []
-    from gender import data as gdata
-    from gender.evaluation import format_report
-    from gender.scoring import auto_groups, evaluate_model_with_rows
 
     test = ds.splits["test"]
     groups = {"source": auto_groups(test)} if auto_groups(test) else {}
@@ -317,7 +316,6 @@ def write_outputs(
     run_dir: Path, metrics: dict[str, Any], result: dict[str, Any], rows: list, class_names, tracker
 ) -> None:
     """metrics.json (the file that marks a finished run), the learning curves, and tracking."""
-    from gender.plots import plot_learning_curves
 
     write_json(metrics, run_dir / "metrics.json")
     plot_learning_curves(
