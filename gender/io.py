@@ -46,6 +46,16 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when the file is missing, unreadable, or not an object
+    (a job folder being written, or damaged)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)

@@ -10,7 +10,6 @@ a sweep, which must stay free of TensorFlow.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gender.io import read_json
 
 #: Override prefixes that only make sense inside a sweep; dropped from the reproduce command.
 SWEEP_ONLY_PREFIXES = ("hydra.", "hydra/", "+hydra", "~hydra", "++hydra", "hparams_search=")
@@ -85,14 +86,6 @@ class JobRecord:
             return self.params[key]
         value = self.metrics.get(key)
         return value if isinstance(value, int | float | str | bool) or value is None else str(value)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def read_yaml(path: Path) -> Any:

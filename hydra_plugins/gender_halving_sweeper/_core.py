@@ -9,9 +9,7 @@ sweep runs.
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 import os
 import random
@@ -21,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RUNGS_FILE = "rungs.json"
+from gender.checkpoints import history_rows
+from gender.io import read_json
+from gender.sweep_summary.jobs import RUNGS_JSON
+
+RUNGS_FILE = RUNGS_JSON  # the sweep summary reads it (gender.sweep_summary.jobs)
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -188,21 +190,6 @@ def rank(trials: Sequence[Trial], direction: str) -> list[Trial]:
 
 
 # ------------------------------------------------------------------------------ job directories
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def write_json(doc: dict[str, Any], path: Path) -> None:
-    """Atomically (temp file + rename): the summary may read it at any moment."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def metric_of(job_dir: Path, metric: str, return_value: Any = None) -> float | None:
     """``metric`` from the job's metrics.json, else the job's return value when it is a number."""
     value = (read_json(job_dir / "metrics.json") or {}).get(metric)
@@ -216,11 +203,7 @@ def metric_of(job_dir: Path, metric: str, return_value: Any = None) -> float | N
 
 def history_epochs(job_dir: Path) -> int:
     """Epochs in the job's history.csv."""
-    try:
-        with open(job_dir / "history.csv", newline="") as f:
-            return sum(1 for _ in csv.DictReader(f))
-    except (OSError, csv.Error):
-        return 0
+    return len(history_rows(job_dir / "history.csv"))
 
 
 def resume_epoch(job_dir: Path) -> int | None:

@@ -313,7 +313,9 @@ class HalvingSweeper(Sweeper):
             )
 
     def _save(self) -> None:
-        from ._core import RUNGS_FILE, write_json
+        from gender.io import write_json
+
+        from ._core import RUNGS_FILE
 
         trials = self.state["configs"]
         doc = {
