@@ -27,6 +27,7 @@ from gender.checkpoints import (
     best_weights_row,
     fit_marker,
     history_rows,
+    monitor_mode,
     prepare_resume,
 )
 from gender.config import validate
@@ -63,10 +64,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         configure_runtime(cfg.trainer, cfg.seed)
         ds = prepare_data(cfg, run_dir)
         job = build(cfg, ds)
-        fit_seconds = fit(cfg, run_dir, ds, job, tracker)
-        best, model = keep_best(cfg, run_dir, job)
+        history, fit_seconds = fit(cfg, run_dir, ds, job, tracker)
+        best, model = keep_best(cfg, run_dir, job, history)
         result, rows = score_test(cfg, run_dir, ds, model)
-        metrics = collect_metrics(cfg, run_dir, ds, job, model, best, result, fit_seconds, started)
+        metrics = collect_metrics(cfg, ds, job, model, history, best, result, fit_seconds, started)
         write_outputs(run_dir, metrics, result, rows, ds.class_names, tracker)
         return metrics
 
@@ -164,7 +165,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
                 monitor=t.early_stopping.monitor,
                 patience=int(t.early_stopping.patience),
                 min_delta=float(t.early_stopping.min_delta),
-                mode="max" if "acc" in t.early_stopping.monitor else "min",
+                mode=monitor_mode(t.early_stopping.monitor),
             )
         )
     callbacks.append(FitComplete(run_dir))
@@ -182,9 +183,10 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     return callbacks
 
 
-def fit(cfg: DictConfig, run_dir: Path, ds, job: Job, tracker) -> float | None:
+def fit(cfg: DictConfig, run_dir: Path, ds, job: Job, tracker) -> tuple[list[dict[str, str]], float | None]:
     """``model.fit``, continuing from the resume state if there is one; skipped when an earlier
-    attempt finished fitting. Returns the training seconds across resumes (None if unknown)."""
+    attempt finished fitting. Returns history.csv's rows and the training seconds across resumes
+    (None if unknown)."""
     t = cfg.trainer
     refit = not fit_marker(run_dir).exists()
     fit_started = time.perf_counter()
@@ -211,14 +213,16 @@ def fit(cfg: DictConfig, run_dir: Path, ds, job: Job, tracker) -> float | None:
     if not history:
         raise UserError("training ran no epoch (trainer.epochs must be >= 1)")
     elapsed = history[-1].get("elapsed_seconds")  # None if the fit predates that column
-    return float(elapsed) if elapsed else (time.perf_counter() - fit_started if refit else None)
+    seconds = float(elapsed) if elapsed else (time.perf_counter() - fit_started if refit else None)
+    return history, seconds
 
 
-def keep_best(cfg: DictConfig, run_dir: Path, job: Job) -> tuple[dict[str, str], Any]:
+def keep_best(
+    cfg: DictConfig, run_dir: Path, job: Job, history: list[dict[str, str]]
+) -> tuple[dict[str, str], Any]:
     """Load the checkpointed epoch's weights (so metrics.json describes model.keras), wrap the
     test-time flip if configured, and save model.keras. Returns that epoch's history row."""
     t = cfg.trainer
-    history = history_rows(run_dir / "history.csv")
     row = best_weights_row(run_dir, history, t.checkpoint.monitor) if t.checkpoint.restore_best else None
     if row is not None:
         job.model.load_weights(str(best_weights_path(run_dir)))
@@ -262,10 +266,10 @@ def score_test(cfg: DictConfig, run_dir: Path, ds, model) -> tuple[dict[str, Any
 
 def collect_metrics(
     cfg: DictConfig,
-    run_dir: Path,
     ds,
     job: Job,
     model,
+    history: list[dict[str, str]],
     best: dict[str, str],
     result: dict[str, Any],
     fit_seconds: float | None,
@@ -274,7 +278,7 @@ def collect_metrics(
     """metrics.json: the checkpointed epoch's figures, the test result, and what actually ran."""
     import keras
 
-    epochs_run = len(history_rows(run_dir / "history.csv"))
+    epochs_run = len(history)
     overrides = list(job_info().overrides)
     return {
         "status": "completed",

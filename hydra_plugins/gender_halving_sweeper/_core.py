@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gender.checkpoints import history_rows
+from gender.checkpoints import backup_dir, fit_marker, history_rows, restored_epoch
 from gender.io import read_json
 from gender.sweep_summary.jobs import RUNGS_JSON
 
@@ -208,9 +208,7 @@ def history_epochs(job_dir: Path) -> int:
 
 def resume_epoch(job_dir: Path) -> int | None:
     """The epoch the job's resume state (Keras BackupAndRestore) would continue after, or None."""
-    meta = read_json(job_dir / "checkpoints" / "backup" / "training_metadata.json")
-    epoch = (meta or {}).get("epoch")
-    return int(epoch) if isinstance(epoch, int) else None
+    return restored_epoch(job_dir) or None
 
 
 def archived_metrics(job_dir: Path, epochs: int) -> Path:
@@ -224,11 +222,11 @@ def reopen(job_dir: Path, epochs: int) -> None:
     metrics = job_dir / "metrics.json"
     if metrics.exists():
         os.replace(metrics, archived_metrics(job_dir, epochs))
-    (job_dir / "checkpoints" / "fit_complete.json").unlink(missing_ok=True)
+    fit_marker(job_dir).unlink(missing_ok=True)
 
 
 def drop_resume_state(job_dir: Path) -> None:
-    shutil.rmtree(job_dir / "checkpoints" / "backup", ignore_errors=True)
+    shutil.rmtree(backup_dir(job_dir), ignore_errors=True)
 
 
 def quote(value: str) -> str:
