@@ -241,6 +241,8 @@ def guard_run_dir(args: list[str]) -> str | None:
             return f"hydra.run.dir={_quoted(claim_new_dir(_hydra_dir(args, 'hydra.run.dir')))}"
         except OSError as e:
             raise UserError(f"cannot create the run directory: {e}") from None
+    if "${" in given:  # an interpolation (the W&B sweep file's): check where Hydra will write
+        given = _hydra_dir(args, "hydra.run.dir")
     run_dir = Path(given).expanduser().absolute()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"hydra.run.dir={given} is a file, not a folder")
@@ -274,6 +276,8 @@ def guard_sweep_dir(args: list[str]) -> str | None:
             return f"hydra.sweep.dir={_quoted(claim_new_dir(default))}"
         except OSError as e:
             raise UserError(f"cannot create the sweep directory: {e}") from None
+    if "${" in given:
+        given = _hydra_dir(overrides, "hydra.sweep.dir")
     sweep = Path(given).expanduser().absolute()
     if sweep.exists() and (not sweep.is_dir() or any(sweep.iterdir())):
         jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir()) if sweep.is_dir() else []

@@ -189,6 +189,24 @@ def test_sweep_into_an_existing_sweep_dir_is_refused(tmp_path):
     assert snapshot(sweep) == before
 
 
+def test_an_interpolated_run_or_sweep_dir_is_checked_where_hydra_writes(
+    finished_run, tmp_path, monkeypatch
+):
+    """``hydra.run.dir=${paths.log_dir}/...`` (the W&B sweep file's) is guarded at the folder it
+    resolves to, and no folder named after the literal text appears."""
+    from gender.run_dir import guard_run_dir, guard_sweep_dir
+
+    monkeypatch.chdir(tmp_path)
+    logs = [*TINY, f"paths.log_dir={finished_run.parent}"]
+    with pytest.raises(UserError, match="holds a finished run"):
+        guard_run_dir([*logs, "hydra.run.dir=${paths.log_dir}/" + finished_run.name])
+    assert guard_run_dir([*logs, "hydra.run.dir=${paths.log_dir}/new/${oc.env:NO_SUCH_VAR,x}"]) is None
+    assert (finished_run.parent / "new" / "x").is_dir()
+    with pytest.raises(UserError, match=r"already holds \d+ jobs"):
+        guard_sweep_dir(["-m", *logs, "hydra.sweep.dir=${paths.log_dir}", "seed=1,2"])
+    assert not list(tmp_path.iterdir())  # nothing named "${paths.log_dir}" in the working folder
+
+
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     from gender.run_dir import claim_new_dir
 
