@@ -189,9 +189,7 @@ def test_sweep_into_an_existing_sweep_dir_is_refused(tmp_path):
     assert snapshot(sweep) == before
 
 
-def test_an_interpolated_run_or_sweep_dir_is_checked_where_hydra_writes(
-    finished_run, tmp_path, monkeypatch
-):
+def test_an_interpolated_run_or_sweep_dir_is_checked_where_hydra_writes(finished_run, tmp_path, monkeypatch):
     """``hydra.run.dir=${paths.log_dir}/...`` (the W&B sweep file's) is guarded at the folder it
     resolves to, and no folder named after the literal text appears."""
     from gender.run_dir import guard_run_dir, guard_sweep_dir
