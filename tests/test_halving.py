@@ -396,6 +396,11 @@ def test_tiny_halving_sweep_promotes_continues_and_survives_a_failure(tmp_path: 
     assert [r["halving"] for r in table] == ["finished", "finished", "stopped", "failed", "failed", "failed"]
     assert table[0]["by_rung"].startswith("1: ") and ", 3: " in table[0]["by_rung"]
     assert table[2]["by_rung"].startswith("1: ") and "3: " not in table[2]["by_rung"]
+    for row in table[:2]:  # a promoted configuration's time is both its launches
+        launches = [
+            json.loads((sweep / row["job"] / f).read_text()) for f in ("metrics.epoch1.json", "metrics.json")
+        ]
+        assert float(row["wall_seconds"]) == pytest.approx(sum(m["wall_seconds"] for m in launches), abs=0.02)
     assert "| halving | by_rung |" in (sweep / "summary.md").read_text()
 
 

@@ -30,6 +30,8 @@ STATUS_ORDER = {"completed": 0, "unfinished": 1, "failed": 2}
 RUN_COMMAND = "python -m gender.run"
 #: Written by the successive-halving sweeper (hydra_plugins/gender_halving_sweeper): who stopped where.
 RUNGS_JSON = "rungs.json"
+#: A promoted job's metrics.json from an earlier rung, kept by that sweeper before it continues.
+RUNG_METRICS = "metrics.epoch{epochs}.json"
 #: The metric jobs are ranked by (higher is better; ties: lower val_loss, then job number).
 RANK_METRIC = "val_accuracy"
 WANDB_APP = "https://wandb.ai"
@@ -257,7 +259,8 @@ def collect_jobs(root: Path) -> list[JobRecord]:
 
 def add_rungs(jobs: Sequence[JobRecord], root: Path, rungs: dict[str, Any]) -> None:
     """Each job's fate in the halving sweep (``halving``: finished, stopped, failed, ...) and its
-    metric at the end of each rung it ran (``by_rung``: ``1: 0.88, 4: 0.93``), as columns."""
+    metric at the end of each rung it ran (``by_rung``: ``1: 0.88, 4: 0.93``), as columns; a
+    promoted job's ``wall_seconds`` sums its launches."""
     trials = {str(c.get("dir")): c for c in rungs.get("configs") or [] if isinstance(c, dict)}
     for job in jobs:
         trial = trials.get(_relative(job.path, root))
@@ -267,6 +270,10 @@ def add_rungs(jobs: Sequence[JobRecord], root: Path, rungs: dict[str, Any]) -> N
         if job.status == "completed" and job.epochs_run:  # its own latest rung, maybe not recorded yet
             values[str(job.epochs_run)] = job.val_accuracy
         values = dict(sorted(values.items(), key=lambda kv: int(kv[0])))
+        earlier = [read_json(job.path / RUNG_METRICS.format(epochs=e)) for e in values]
+        spent = [m["wall_seconds"] for m in earlier if isinstance((m or {}).get("wall_seconds"), int | float)]
+        if spent and job.wall_seconds is not None:  # every launch of the configuration, not the last
+            job.wall_seconds += sum(spent)
         if job.path.name.isdigit():  # a promoted job is launched again: its folder names it
             job.num = int(job.path.name)
         status = trial.get("status")

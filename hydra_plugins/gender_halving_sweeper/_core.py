@@ -21,7 +21,7 @@ from typing import Any
 
 from gender.checkpoints import backup_dir, fit_marker, history_rows, restored_epoch
 from gender.io import read_json
-from gender.sweep_summary.jobs import RUNGS_JSON
+from gender.sweep_summary.jobs import RUNG_METRICS, RUNGS_JSON
 
 RUNGS_FILE = RUNGS_JSON  # the sweep summary reads it (gender.sweep_summary.jobs)
 DIRECTIONS = ("maximize", "minimize")
@@ -212,7 +212,7 @@ def resume_epoch(job_dir: Path) -> int | None:
 
 
 def archived_metrics(job_dir: Path, epochs: int) -> Path:
-    return job_dir / f"metrics.epoch{epochs}.json"
+    return job_dir / RUNG_METRICS.format(epochs=epochs)
 
 
 def reopen(job_dir: Path, epochs: int) -> None:
