@@ -188,6 +188,57 @@ class RandomResolution(keras.layers.Layer):
         return {**super().get_config(), "share": self.share, "min_scale": self.min_scale, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="gender")
+class RandomJpeg(keras.layers.Layer):
+    """A share of the images re-encoded as JPEG at a quality drawn from [min_quality, max_quality]:
+    the blocks and ringing of another camera's compression or a photo saved again after download.
+
+    Keras has no such layer, and ``tf.image.adjust_jpeg_quality`` takes one image at a time: one
+    quality is drawn per batch, each image of the batch is re-encoded with probability ``share``.
+    """
+
+    def __init__(
+        self,
+        share: float = 0.0,
+        min_quality: int = 30,
+        max_quality: int = 90,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.share, self.min_quality, self.max_quality, self.seed = share, min_quality, max_quality, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training or not self.share:
+            return images
+        import tensorflow as tf  # JPEG coding has no keras.ops counterpart
+
+        x = tf.cast(images, tf.float32)
+        quality = tf.random.stateless_uniform(
+            (), self.generator.next(), self.min_quality, self.max_quality + 1, dtype=tf.int32
+        )
+
+        def recode(image):
+            return tf.image.adjust_jpeg_quality(tf.clip_by_value(image, 0.0, 255.0) / 255.0, quality) * 255.0
+
+        low = tf.reshape(tf.map_fn(recode, x, fn_output_signature=tf.float32), tf.shape(x))
+        pick = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self.generator) < self.share
+        return tf.cast(tf.where(pick, low, x), images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "share": self.share,
+            "min_quality": self.min_quality,
+            "max_quality": self.max_quality,
+            "seed": self.seed,
+        }
+
+
 def build_augmentation(aug_cfg: Any, seed: int | None = None):
     """A ``keras.Sequential`` of the enabled layers, or None when nothing is enabled."""
     c = aug_cfg
@@ -228,6 +279,9 @@ def build_augmentation(aug_cfg: Any, seed: int | None = None):
         layers += _keras_layers(c, fill, seed)
     if c.get("low_resolution"):
         layers.append(RandomResolution(c.low_resolution, c.get("low_resolution_min_scale", 0.35), seed=seed))
+    if c.get("jpeg"):
+        low, high = (int(q) for q in c.get("jpeg_quality", (30, 90)))
+        layers.append(RandomJpeg(c.jpeg, low, high, seed=seed))
     if c.get("hue"):
         layers.append(keras.layers.RandomHue(c.hue, value_range=(0, 255), seed=seed))
     if c.get("blur"):

@@ -176,6 +176,7 @@ def validate(cfg: DictConfig) -> None:
             raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(allowed)}")
     dtype_policy(_get(cfg, "trainer.mixed_precision"))
     _check_trainer_and_model(cfg)
+    _check_augmentation(cfg)
     split = dict(_get(cfg, "data.split") or {})
     if "holdout_kind" in split and not split.pop("holdout_kind"):  # a kind name, not a ratio
         raise UserError(
@@ -202,6 +203,20 @@ def validate(cfg: DictConfig) -> None:
 
 
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
+
+
+def _check_augmentation(cfg: DictConfig) -> None:
+    for key in ("augmentation.low_resolution", "augmentation.jpeg"):
+        share = _get(cfg, key)
+        if share is not None and not (isinstance(share, int | float) and 0 <= share <= 1):
+            raise UserError(f"{key}={share} is invalid: a share of the images, in [0, 1]")
+    quality = _get(cfg, "augmentation.jpeg_quality")
+    if quality is not None:
+        q = list(quality) if not isinstance(quality, str | int | float) else [quality]
+        if len(q) != 2 or not all(_int_value(v) for v in q) or not 0 <= q[0] <= q[1] <= 100:
+            raise UserError(
+                f"augmentation.jpeg_quality={q} is invalid: [low, high] with 0 <= low <= high <= 100"
+            )
 
 
 def _check_trainer_and_model(cfg: DictConfig) -> None:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from helpers import compose_cfg
 
-from gender.augmentation import RandomAffine, RandomColor, RandomResolution, build_augmentation
+from gender.augmentation import RandomAffine, RandomColor, RandomJpeg, RandomResolution, build_augmentation
 from gender.model import build_model
 
 
@@ -93,7 +93,10 @@ def test_fused_augmentation_inside_a_saved_model_loads_in_safe_mode(tmp_path):
     from gender.inference import load_model
 
     aug = build_augmentation(
-        compose_cfg("augmentation=robust", "augmentation.placement=model").augmentation, seed=0
+        compose_cfg(
+            "augmentation=cross_source", "augmentation.placement=model", "augmentation.jpeg=0.2"
+        ).augmentation,
+        seed=0,
     )
     net = build_model(
         compose_cfg("model=rescnn", "model.widths=[8]", "model.stem_filters=8").model, 24, augmentation=aug
@@ -124,3 +127,34 @@ def test_low_resolution_loses_detail_in_a_share_of_the_images():
     detail = lambda a: np.abs(np.diff(a, axis=2)).mean(axis=(1, 2, 3))  # noqa: E731
     assert (detail(out[changed]) < 0.8 * detail(x[changed])).all()  # smoother: detail was lost
     assert out.shape == x.shape and np.array_equal(layer(x, training=False), x)
+
+
+def test_jpeg_recompression_adds_blocking_to_a_share_of_the_images():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (64, 32, 32, 3)).astype("float32")  # noise: JPEG cannot keep it
+    layer = RandomJpeg(share=0.5, min_quality=10, max_quality=20, seed=4)
+    out = layer(x, training=True).numpy()
+    error = np.abs(out - x).mean(axis=(1, 2, 3))
+    changed = error > 5
+    assert 0.3 < changed.mean() < 0.7 and (error[~changed] == 0).all()  # about the share; the rest untouched
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 255
+    assert np.array_equal(layer(x, training=False), x)
+    gentle = RandomJpeg(share=1.0, min_quality=95, max_quality=95, seed=4)(x, training=True).numpy()
+    assert np.abs(gentle - x).mean() < error[changed].mean()  # a higher quality keeps more
+
+
+def test_jpeg_option_builds_the_layer_and_bad_values_are_one_line():
+    from gender.config import validate
+    from gender.errors import UserError
+
+    cfg = compose_cfg("augmentation=robust", "augmentation.jpeg=0.3", "augmentation.jpeg_quality=[40,80]")
+    validate(cfg)
+    layers = build_augmentation(cfg.augmentation, seed=1).layers
+    jpeg = [layer for layer in layers if isinstance(layer, RandomJpeg)]
+    assert [(j.share, j.min_quality, j.max_quality) for j in jpeg] == [(0.3, 40, 80)]
+    for bad, message in (
+        ("augmentation.jpeg=1.5", "in \\[0, 1\\]"),
+        ("augmentation.jpeg_quality=[90,40]", "low <= high"),
+    ):
+        with pytest.raises(UserError, match=message):
+            validate(compose_cfg(bad))
