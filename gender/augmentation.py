@@ -154,8 +154,35 @@ class RandomColor(keras.layers.Layer):
         }
 
 
+class _ShareOfImages(keras.layers.Layer):
+    """Degrades each image of a batch with probability ``share`` (``degrade`` does the whole
+    batch at once); what RandomResolution and RandomJpeg have in common."""
+
+    def __init__(self, share: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.share, self.seed = share, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def degrade(self, x):  # float32 pixels in [0, 255] -> the same shape, degraded
+        raise NotImplementedError
+
+    def call(self, images, training=True):
+        if not training or not self.share:
+            return images
+        x = ops.cast(images, "float32")
+        degraded = self.degrade(x)  # drawn before the pick, the order earlier runs drew in
+        pick = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self.generator) < self.share
+        return ops.cast(ops.where(pick, degraded, x), images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "share": self.share, "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="gender")
-class RandomResolution(keras.layers.Layer):
+class RandomResolution(_ShareOfImages):
     """A share of the images downscaled to a random fraction of their size and scaled back up:
     the detail lost by a low-resolution camera, a small face in a large photo or an upscaled crop.
 
@@ -164,32 +191,23 @@ class RandomResolution(keras.layers.Layer):
     """
 
     def __init__(self, share: float = 0.0, min_scale: float = 0.35, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.share, self.min_scale, self.seed = share, min_scale, seed
-        self.generator = keras.random.SeedGenerator(seed)
+        super().__init__(share, seed, **kwargs)
+        self.min_scale = min_scale
 
-    def call(self, images, training=True):
-        if not training or not self.share:
-            return images
+    def degrade(self, x):
         import tensorflow as tf  # a size drawn at run time: keras.ops.image.resize wants static sizes
 
-        x = tf.cast(images, tf.float32)
         size = tf.shape(x)[1:3]
         scale = tf.random.stateless_uniform((), self.generator.next(), self.min_scale, 1.0)
         small = tf.maximum(8, tf.cast(tf.cast(size, tf.float32) * scale, tf.int32))
-        low = tf.image.resize(tf.image.resize(x, small, method="area"), size, method="bilinear")
-        pick = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self.generator) < self.share
-        return tf.cast(tf.where(pick, low, x), images.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        return tf.image.resize(tf.image.resize(x, small, method="area"), size, method="bilinear")
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "share": self.share, "min_scale": self.min_scale, "seed": self.seed}
+        return {**super().get_config(), "min_scale": self.min_scale}
 
 
 @keras.saving.register_keras_serializable(package="gender")
-class RandomJpeg(keras.layers.Layer):
+class RandomJpeg(_ShareOfImages):
     """A share of the images re-encoded as JPEG at a quality drawn from [min_quality, max_quality]:
     the blocks and ringing of another camera's compression or a photo saved again after download.
 
@@ -205,16 +223,12 @@ class RandomJpeg(keras.layers.Layer):
         seed: int | None = None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.share, self.min_quality, self.max_quality, self.seed = share, min_quality, max_quality, seed
-        self.generator = keras.random.SeedGenerator(seed)
+        super().__init__(share, seed, **kwargs)
+        self.min_quality, self.max_quality = min_quality, max_quality
 
-    def call(self, images, training=True):
-        if not training or not self.share:
-            return images
+    def degrade(self, x):
         import tensorflow as tf  # JPEG coding has no keras.ops counterpart
 
-        x = tf.cast(images, tf.float32)
         quality = tf.random.stateless_uniform(
             (), self.generator.next(), self.min_quality, self.max_quality + 1, dtype=tf.int32
         )
@@ -222,21 +236,10 @@ class RandomJpeg(keras.layers.Layer):
         def recode(image):
             return tf.image.adjust_jpeg_quality(tf.clip_by_value(image, 0.0, 255.0) / 255.0, quality) * 255.0
 
-        low = tf.reshape(tf.map_fn(recode, x, fn_output_signature=tf.float32), tf.shape(x))
-        pick = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self.generator) < self.share
-        return tf.cast(tf.where(pick, low, x), images.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        return tf.reshape(tf.map_fn(recode, x, fn_output_signature=tf.float32), tf.shape(x))
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "share": self.share,
-            "min_quality": self.min_quality,
-            "max_quality": self.max_quality,
-            "seed": self.seed,
-        }
+        return {**super().get_config(), "min_quality": self.min_quality, "max_quality": self.max_quality}
 
 
 def build_augmentation(aug_cfg: Any, seed: int | None = None):
