@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gender.errors import UserError
 
+CLASS_WEIGHTS = (None, "balanced", "balanced_per_kind")  # trainer.class_weight (gender.data.sample_weights)
+
 CHOICES = {
     "augmentation.placement": ("pipeline", "model"),
     "data.bad_files": ("skip", "error"),
@@ -233,8 +235,9 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     if smoothing is not None and not (isinstance(smoothing, int | float) and 0 <= smoothing < 1):
         raise UserError(f"trainer.label_smoothing={smoothing} is invalid: must be in [0, 1)")
     class_weight = _get(cfg, "trainer.class_weight")
-    if class_weight not in (None, "balanced"):
-        raise UserError(f"trainer.class_weight={class_weight} is invalid: allowed values are null, balanced")
+    if class_weight not in CLASS_WEIGHTS:
+        allowed = ", ".join("null" if m is None else m for m in CLASS_WEIGHTS)
+        raise UserError(f"trainer.class_weight={class_weight} is invalid: allowed values are {allowed}")
     for key in ("trainer.limit_batches", "trainer.logical_cpus"):
         value = _get(cfg, key)
         if value is not None and (not _int_value(value) or value < 1):

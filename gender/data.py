@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from gender.config import CLASS_WEIGHTS
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available, face_view
 from gender.io import atomic_path, write_csv, write_json
@@ -630,8 +631,13 @@ class Datasets:
         return np.array([s.label for s in self.splits[split]], dtype=np.float32)
 
 
-def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
-    """Discover, validate, decode (cached) and split; build the tf.data pipelines without augmentation."""
+def prepare(
+    data_cfg: Any, seed: int, cache_dir: str | os.PathLike, class_weight: str | None = None
+) -> Datasets:
+    """Discover, validate, decode (cached) and split; build the tf.data pipelines without augmentation.
+
+    ``class_weight`` (``trainer.class_weight``) makes the training pipeline yield per-image loss
+    weights as a third element (see ``sample_weights``)."""
     report = DataReport()
     face = FaceSettings.from_config(data_cfg)
     check_available(face)
@@ -700,14 +706,17 @@ def prepare(data_cfg: Any, seed: int, cache_dir: str | os.PathLike) -> Datasets:
     import tensorflow as tf
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    labels = {name: np.array([s.label for s in splits[name]], dtype=np.float32) for name in SPLITS}
+    weights = sample_weights(class_weight, labels["train"], [kind_of[s.path] for s in splits["train"]])
     datasets = {
         name: make_dataset(
             cache.images,
             indices[name],
-            np.array([s.label for s in splits[name]], dtype=np.float32),
+            labels[name],
             int(data_cfg.batch_size),
             shuffle_seed=seed if name == "train" else None,
             epoch=epoch,
+            weights=weights if name == "train" else None,
         )
         for name in SPLITS
     }
@@ -787,6 +796,29 @@ def _drop_label_conflicts(
     return [s for s in samples if s.path not in bad], conflicts
 
 
+def sample_weights(mode: str | None, labels: np.ndarray, kinds: Sequence[str]) -> np.ndarray | None:
+    """Per-image loss weights (mean 1) for ``trainer.class_weight``, or None.
+
+    ``balanced``: each class weighs the same in the loss, whatever its share of the training
+    images. ``balanced_per_kind``: the same within each kind of image (``image_kinds``), each kind
+    keeping its share. A source that is mostly one class (the genderface photos are 78% men) then
+    cannot teach "looks like that source" as a cue for the class. Keras' ``class_weight`` cannot
+    weigh by kind, so both modes are per-image weights the pipeline yields."""
+    if mode not in CLASS_WEIGHTS:
+        allowed = ", ".join("null" if m is None else m for m in CLASS_WEIGHTS)
+        raise UserError(f"trainer.class_weight={mode} is invalid: allowed values are {allowed}")
+    if mode is None or not len(labels):
+        return None
+    groups = ["" if mode == "balanced" else k for k in kinds]
+    pairs = list(zip(groups, labels.tolist(), strict=True))
+    cells, per_group = Counter(pairs), Counter(groups)
+    classes = Counter(g for g, _ in cells)
+    weight = {(g, y): per_group[g] / (classes[g] * n) for (g, y), n in cells.items()}
+    for (g, y), n in sorted(cells.items()):
+        log.info("loss weight of %s class %d (%d images): %.3f", g or "all", int(y), n, weight[g, y])
+    return np.array([weight[p] for p in pairs], dtype=np.float32)
+
+
 def make_dataset(
     images: np.ndarray,
     indices: np.ndarray,
@@ -794,8 +826,9 @@ def make_dataset(
     batch_size: int,
     shuffle_seed: int | None = None,
     epoch=None,
+    weights: np.ndarray | None = None,
 ):
-    """Batches of (uint8 images, float32 labels) gathered from the decoded cache.
+    """Batches of (uint8 images, float32 labels[, float32 loss weights]) gathered from the decoded cache.
 
     Shuffling indices (not pixels) is free; one numpy gather per batch replaces per-image
     decode + resize, and parallel calls keep it behind the training step. The training order is a
@@ -812,25 +845,26 @@ def make_dataset(
         out[order] = images[idx[order]]
         return out, lbl
 
+    columns = (indices, labels) if weights is None else (indices, labels, weights.astype(np.float32))
     if shuffle_seed is None:
-        ds = tf.data.Dataset.from_tensor_slices((indices, labels))
+        ds = tf.data.Dataset.from_tensor_slices(columns)
     else:
-        idx_t, lbl_t = tf.constant(indices, tf.int64), tf.constant(labels, tf.float32)
+        tensors = [tf.constant(c) for c in columns]
 
         def epoch_order(_):
             seed = tf.stack([tf.constant(shuffle_seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
             perm = tf.random.experimental.stateless_shuffle(tf.range(len(indices), dtype=tf.int64), seed)
-            return tf.data.Dataset.from_tensor_slices((tf.gather(idx_t, perm), tf.gather(lbl_t, perm)))
+            return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(t, perm) for t in tensors))
 
         ds = tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
         ds = ds.apply(tf.data.experimental.assert_cardinality(len(indices)))
     ds = ds.batch(batch_size)
 
-    def load(idx, lbl):
+    def load(idx, lbl, *weight):
         x, y = tf.numpy_function(gather, [idx, lbl], [tf.uint8, tf.float32], stateful=False)
         x.set_shape([None, size, size, 3])
         y.set_shape([None])
-        return x, y
+        return (x, y, *weight)
 
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -844,7 +878,7 @@ def with_augmentation(ds, augment, parallel: bool = True):
 
     if augment is not None:
         ds = ds.map(
-            lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
+            lambda x, *rest: (augment(tf.cast(x, tf.float32), training=True), *rest),
             num_parallel_calls=tf.data.AUTOTUNE if parallel else None,
         )
     return ds.prefetch(tf.data.AUTOTUNE)

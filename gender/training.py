@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gender import data as gdata
@@ -86,7 +85,7 @@ class Job:
 def prepare_data(cfg: DictConfig, run_dir: Path):
     """Decode (or reuse the cache), split, and record the split and the data report in the run."""
 
-    ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir)
+    ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir, cfg.trainer.get("class_weight"))
     print(ds.report.summary(), flush=True)
     gdata.write_manifest(ds.splits, ds.class_names, run_dir / "split.csv", ds.digests)
     gdata.write_data_report(ds.report, run_dir)
@@ -205,7 +204,6 @@ def fit(cfg: DictConfig, run_dir: Path, ds, job: Job, tracker) -> tuple[list[dic
             epochs=int(t.epochs),
             callbacks=make_callbacks(cfg, run_dir, ds.epoch, random_states) + tracker.keras_callbacks(),
             verbose=int(t.verbose),
-            class_weight=class_weights(t.get("class_weight"), ds.labels("train")),
         )
     else:
         log.info("training already finished in %s: evaluating its best epoch only", run_dir)
@@ -330,17 +328,6 @@ def write_outputs(
         tracker.log_evaluation(result, rows, class_names)
     tracker.log_model(run_dir / "model.keras", metrics)  # aliases best + latest, metrics as metadata
     print(format_metrics(metrics, run_dir), flush=True)
-
-
-def class_weights(mode: str | None, labels: np.ndarray) -> dict[int, float] | None:
-    """``balanced``: each class weighs as much in the loss as the other, whatever its share of the
-    training images (the model then has no prior for the majority class on balanced photos)."""
-    if not mode:
-        return None
-    if mode != "balanced":
-        raise UserError(f"trainer.class_weight={mode} is not an option; allowed: null, balanced")
-    counts = np.bincount(labels.astype(int), minlength=2)
-    return {c: float(len(labels) / (2 * counts[c])) for c in range(2) if counts[c]}
 
 
 def overridden_values(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
