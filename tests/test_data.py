@@ -186,6 +186,47 @@ def test_tf_dataset_batches_uint8_images_with_labels(tmp_path):
     assert xs[ys == 1].mean() > xs[ys == 0].mean() + 20
 
 
+def test_class_weights_balance_classes_overall_or_within_each_kind():
+    """A kind that is 3/4 men: ``balanced`` evens the classes overall; ``balanced_per_kind`` evens
+    them inside each kind too, so the kind alone says nothing about the class in the loss."""
+    labels = np.array([0, 0, 0, 1] * 4 + [0, 1] * 4, dtype=np.float32)
+    kinds = ["128x128"] * 16 + ["100x100"] * 8
+    assert gdata.sample_weights(None, labels, kinds) is None
+    for mode in ("balanced", "balanced_per_kind"):
+        w = gdata.sample_weights(mode, labels, kinds)
+        assert w.mean() == pytest.approx(1.0)
+        assert w[labels == 0].sum() == pytest.approx(w[labels == 1].sum())
+    w = gdata.sample_weights("balanced_per_kind", labels, kinds)
+    photo = np.arange(24) < 16
+    assert w[photo & (labels == 0)].sum() == pytest.approx(w[photo & (labels == 1)].sum())
+    assert w[photo].sum() == pytest.approx(16)  # each kind keeps its share of the loss
+    assert np.allclose(w[~photo], 1.0)  # an already balanced kind is left as it is
+    with pytest.raises(UserError, match="trainer.class_weight=equal is invalid"):
+        gdata.sample_weights("equal", labels, kinds)
+
+
+def test_training_batches_carry_the_weights_of_their_own_images(tmp_path):
+    """The third element of a training batch is each image's loss weight, shuffled with it."""
+    root = make_images(tmp_path / "d", {"man": 12, "woman": 4}, size=40)  # photos: mostly men
+    make_images(root, {"man32": 4, "woman32": 8}, size=32, seed=1)  # crops: mostly women
+    cfg = data_cfg(
+        root,
+        tmp_path,
+        "data.batch_size=4",
+        "data.classes.male=[man,man32]",
+        "data.classes.female=[woman,woman32]",
+    )
+    ds = gdata.prepare(cfg.data, 0, tmp_path / "cache", class_weight="balanced_per_kind")
+    assert len(ds.val.element_spec) == 2  # only training batches are weighted
+    kinds = gdata.image_kinds(ds.cache.kinds)
+    train = ds.indices["train"]
+    expected = gdata.sample_weights("balanced_per_kind", ds.labels("train"), [kinds[i] for i in train])
+    by_pixels = {ds.cache.images[i].tobytes(): w for i, w in zip(train, expected, strict=True)}
+    seen = [(x.tobytes(), w) for b in ds.train for x, w in zip(b[0].numpy(), b[2].numpy(), strict=True)]
+    assert len(seen) == len(train) and len({round(float(w), 4) for w in expected}) == 4
+    assert all(by_pixels[x] == pytest.approx(w) for x, w in seen)
+
+
 def test_cache_larger_than_memory_is_read_from_disk(tmp_path):
     """``data.cache_in_memory=false`` (what ``auto`` picks when the cache would not fit): batches are
     gathered from the memory-mapped file on disk, with the same pixels."""
