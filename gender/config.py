@@ -13,15 +13,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from gender.errors import UserError
 
-CLASS_WEIGHTS = (None, "balanced", "balanced_per_kind")  # trainer.class_weight (gender.data.sample_weights)
-
-CHOICES = {
+CHOICES = {  # null is allowed too
     "augmentation.placement": ("pipeline", "model"),
     "data.bad_files": ("skip", "error"),
     "optimizer.schedule": ("constant", "cosine"),
     "trainer.strategy": ("default", "mirrored", "multi_worker"),
     "model.name": ("seed_cnn", "rescnn"),
+    "trainer.class_weight": ("balanced", "balanced_per_kind"),  # gender.data.sample_weights
 }
+
+
+def check_choice(key: str, value: Any) -> None:
+    """One line naming ``key`` and its options when ``value`` is neither null nor one of them."""
+    if value is not None and value not in CHOICES[key]:
+        raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(CHOICES[key])}")
 
 
 MIXED_PRECISION = {
@@ -172,10 +177,8 @@ def validate(cfg: DictConfig) -> None:
     dropout = _get(cfg, "model.dropout")
     if dropout is not None and not (isinstance(dropout, int | float) and 0 <= dropout < 1):
         raise UserError(f"model.dropout={dropout} is invalid: must be in [0, 1)")
-    for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        if value is not None and value not in allowed:
-            raise UserError(f"{key}={value} is invalid: allowed values are {', '.join(allowed)}")
+    for key in CHOICES:
+        check_choice(key, _get(cfg, key))
     dtype_policy(_get(cfg, "trainer.mixed_precision"))
     _check_trainer_and_model(cfg)
     _check_augmentation(cfg)
@@ -234,10 +237,6 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     smoothing = _get(cfg, "trainer.label_smoothing")
     if smoothing is not None and not (isinstance(smoothing, int | float) and 0 <= smoothing < 1):
         raise UserError(f"trainer.label_smoothing={smoothing} is invalid: must be in [0, 1)")
-    class_weight = _get(cfg, "trainer.class_weight")
-    if class_weight not in CLASS_WEIGHTS:
-        allowed = ", ".join("null" if m is None else m for m in CLASS_WEIGHTS)
-        raise UserError(f"trainer.class_weight={class_weight} is invalid: allowed values are {allowed}")
     for key in ("trainer.limit_batches", "trainer.logical_cpus"):
         value = _get(cfg, key)
         if value is not None and (not _int_value(value) or value < 1):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from gender.config import CLASS_WEIGHTS
+from gender.config import check_choice
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available, face_view
 from gender.io import atomic_path, write_csv, write_json
@@ -804,9 +804,7 @@ def sample_weights(mode: str | None, labels: np.ndarray, kinds: Sequence[str]) -
     keeping its share. A source that is mostly one class (the genderface photos are 78% men) then
     cannot teach "looks like that source" as a cue for the class. Keras' ``class_weight`` cannot
     weigh by kind, so both modes are per-image weights the pipeline yields."""
-    if mode not in CLASS_WEIGHTS:
-        allowed = ", ".join("null" if m is None else m for m in CLASS_WEIGHTS)
-        raise UserError(f"trainer.class_weight={mode} is invalid: allowed values are {allowed}")
+    check_choice("trainer.class_weight", mode)
     if mode is None or not len(labels):
         return None
     groups = ["" if mode == "balanced" else k for k in kinds]
