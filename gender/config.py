@@ -19,7 +19,8 @@ CHOICES = {  # null is allowed too
     "optimizer.schedule": ("constant", "cosine"),
     "trainer.strategy": ("default", "mirrored", "multi_worker"),
     "model.name": ("seed_cnn", "rescnn"),
-    "trainer.class_weight": ("balanced", "balanced_per_kind"),  # gender.data.sample_weights
+    # gender.data.sample_weights
+    "trainer.class_weight": ("balanced", "balanced_per_kind", "balanced_per_kind_and_age"),
 }
 
 

