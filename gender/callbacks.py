@@ -118,3 +118,31 @@ class StopAtEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 >= self.epoch:
             self.model.stop_training = True
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """The optimizer's moving average of the weights (``optimizer.use_ema``) in the model from
+    each epoch's end to the next one's start, so validation, ``BestWeights`` and the saved model
+    all see the average while training steps move the raw weights.
+
+    What Keras' ``SwapEMAWeights(swap_on_epoch=True)`` cannot do: a resumed run restores a state
+    saved at an epoch's end, i.e. with the average in the model, and Keras would train on from
+    the average; here the first epoch swaps the raw weights back. And a run stopped early (not
+    paused) ends with the average, where Keras leaves the raw weights of its last step.
+    """
+
+    def __init__(self, resuming: bool, paused: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self.resuming, self.paused = resuming, paused
+
+    def _swap_variables(self):
+        self._apply_to_ema_optimizers(self._backend_swap_variables, self._backend_swap_variables)
+
+    def on_train_begin(self, logs=None):
+        self._ema_weights_in_model = self.resuming  # BackupAndRestore restores after this hook
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        last = epoch == self.params["epochs"] - 1  # Keras already kept the average there
+        if self.model.stop_training and not (last or self.paused):
+            self._finalize_ema_values()  # fit's finalize_variable_values then keeps the average

@@ -29,6 +29,7 @@ from gender.checkpoints import (
     history_rows,
     monitor_mode,
     prepare_resume,
+    restored_epoch,
 )
 from gender.config import validate
 from gender.errors import FinishedRunError, UserError
@@ -143,6 +144,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     import keras
 
     from gender.callbacks import (
+        AveragedWeights,
         BestWeights,
         EpochSeeds,
         FitComplete,
@@ -155,12 +157,10 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     history_path = run_dir / "history.csv"
     best_row = best_weights_row(run_dir, history_rows(history_path), t.checkpoint.monitor)
     best_so_far = float(best_row[t.checkpoint.monitor]) if best_row else None
-    callbacks = [
-        EpochSeeds(int(cfg.seed), epoch_var, random_states),
-        LearningRateLogger(),
-        HistoryCSV(history_path),
-        BestWeights(run_dir, t.checkpoint.monitor, best_so_far),
-    ]
+    stop_at = int(t.get("stop_at_epoch") or 0)
+    paused = 0 < stop_at < int(t.epochs)
+    callbacks = [StopAtEpoch(stop_at)] if paused else []
+    callbacks += [EpochSeeds(int(cfg.seed), epoch_var, random_states), LearningRateLogger()]
     if t.early_stopping.enabled:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -170,11 +170,12 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
                 mode=monitor_mode(t.early_stopping.monitor),
             )
         )
+    if cfg.optimizer.get("use_ema"):
+        # after the stopping callbacks (it finalises the average on a stop), before BestWeights
+        # (which must save the average)
+        callbacks.append(AveragedWeights(resuming=restored_epoch(run_dir) > 0, paused=paused))
+    callbacks += [HistoryCSV(history_path), BestWeights(run_dir, t.checkpoint.monitor, best_so_far)]
     callbacks.append(FitComplete(run_dir))
-    stop_at = int(t.get("stop_at_epoch") or 0)
-    paused = 0 < stop_at < int(t.epochs)
-    if paused:
-        callbacks.insert(0, StopAtEpoch(stop_at))
     # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it;
     # a paused run (a halving rung) keeps its state for the next rung
     callbacks.append(

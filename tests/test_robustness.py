@@ -185,3 +185,55 @@ def test_run_that_died_after_training_resumes_without_retraining(tmp_path):
     assert "evaluating its best epoch only" in proc.stdout + proc.stderr
     assert history(run_dir) == before
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == len(before)
+
+
+# ------------------------------------------------ weight averaging (optimizer.use_ema)
+AVERAGED = [*DETERMINISTIC, "optimizer.use_ema=true", "optimizer.ema_momentum=0.9"]
+
+
+def _ctrl_c_at_epoch(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next ``train`` stops (Ctrl-C) when epoch ``epoch + 1`` begins, after its state is saved."""
+    import keras
+
+    from gender import training
+
+    make_callbacks = training.make_callbacks
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            if e == epoch:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), CtrlC()])
+
+
+def test_weight_averaging_validates_the_average_and_resumes_from_the_raw_weights(tmp_path, monkeypatch):
+    plain = train(compose_cfg(*DETERMINISTIC, tmp_path=tmp_path / "plain"))
+    whole = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "whole"))
+    plain_rows, whole_rows = history(tmp_path / "plain" / "run"), history(tmp_path / "whole" / "run")
+    # the raw weights train as without averaging; validation sees the average
+    assert [r["loss"] for r in whole_rows] == [r["loss"] for r in plain_rows]
+    assert [r["val_loss"] for r in whole_rows] != [r["val_loss"] for r in plain_rows]
+    assert whole["test_accuracy"] != plain["test_accuracy"] or whole["test_loss"] != plain["test_loss"]
+
+    # interrupted after epoch 2 (its state saved with the average in the model), then resumed:
+    # the same run as the uninterrupted one, epoch for epoch
+    cfg = compose_cfg(*AVERAGED, tmp_path=tmp_path / "broken")
+    _ctrl_c_at_epoch(2, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    resumed = train(cfg)
+    assert history(tmp_path / "broken" / "run") == whole_rows
+    assert comparable(resumed) | {"split_sizes": 0} == comparable(whole) | {"split_sizes": 0}
+
+
+def test_weight_averaging_keeps_the_average_when_training_stops_early(tmp_path):
+    last = ["trainer.checkpoint.restore_best=false"]  # model.keras: the weights fit ended with
+    stop = ["trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=0"]
+    stop += ["trainer.early_stopping.min_delta=1.0"]  # no epoch improves by 1.0: stops after 2 of 4
+    stopped = train(compose_cfg(*AVERAGED, *last, *stop, tmp_path=tmp_path / "stopped"))
+    planned = train(compose_cfg(*AVERAGED, *last, "trainer.epochs=2", tmp_path=tmp_path / "planned"))
+    assert stopped["epochs_run"] == planned["epochs_run"] == 2
+    # a run stopped early ends with the average, as one that ran all its epochs does
+    assert stopped["test"] == planned["test"]
