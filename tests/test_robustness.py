@@ -15,6 +15,7 @@ from helpers import compose_cfg, run_cli
 
 from gender import PROJECT_ROOT
 from gender.training import train
+from hydra_plugins.gender_halving_sweeper._core import reopen
 
 DETERMINISTIC = [
     "debug=tiny",
@@ -237,3 +238,15 @@ def test_weight_averaging_keeps_the_average_when_training_stops_early(tmp_path):
     assert stopped["epochs_run"] == planned["epochs_run"] == 2
     # a run stopped early ends with the average, as one that ran all its epochs does
     assert stopped["test"] == planned["test"]
+
+
+def test_weight_averaging_continues_a_paused_run_from_its_raw_weights(tmp_path):
+    """A halving rung pauses a run (``trainer.stop_at_epoch``); the next rung goes on from the raw
+    weights, not the average the paused run was saved with."""
+    whole = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "whole"))
+    train(compose_cfg(*AVERAGED, "trainer.stop_at_epoch=2", tmp_path=tmp_path / "paused"))
+    assert len(history(tmp_path / "paused" / "run")) == 2
+    reopen(tmp_path / "paused" / "run", 2)  # what the halving sweeper does before the next rung
+    went_on = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "paused"))
+    assert history(tmp_path / "paused" / "run") == history(tmp_path / "whole" / "run")
+    assert went_on["test"] == whole["test"]
