@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from gender.errors import UserError
 
 SCHEDULE_KEYS = ("lr", "schedule", "warmup_epochs", "min_lr_ratio")
+OWN_KEYS = (*SCHEDULE_KEYS, "ema_start_epoch")  # ours, not the Keras class's (AveragedWeights)
 
 
 def learning_rate(opt_cfg: Any, steps_per_epoch: int, epochs: int):
@@ -39,9 +40,9 @@ def learning_rate(opt_cfg: Any, steps_per_epoch: int, epochs: int):
 
 
 def build_optimizer(opt_cfg: Any, steps_per_epoch: int, epochs: int):
-    """Instantiate ``optimizer._target_`` with every key but the schedule ones."""
+    """Instantiate ``optimizer._target_`` with every key but ours (``OWN_KEYS``)."""
 
     kwargs = OmegaConf.to_container(opt_cfg, resolve=True)
-    for key in SCHEDULE_KEYS:
+    for key in OWN_KEYS:
         kwargs.pop(key, None)
     return instantiate(kwargs, learning_rate=learning_rate(opt_cfg, steps_per_epoch, epochs))

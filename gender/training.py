@@ -173,7 +173,8 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     if cfg.optimizer.get("use_ema"):
         # after the stopping callbacks (it finalises the average on a stop), before BestWeights
         # (which must save the average)
-        callbacks.append(AveragedWeights(resuming=restored_epoch(run_dir) > 0, paused=paused))
+        resuming, start = restored_epoch(run_dir) > 0, int(cfg.optimizer.get("ema_start_epoch", 1))
+        callbacks.append(AveragedWeights(resuming, paused, start_epoch=start))
     callbacks += [HistoryCSV(history_path), BestWeights(run_dir, t.checkpoint.monitor, best_so_far)]
     callbacks.append(FitComplete(run_dir))
     # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it;

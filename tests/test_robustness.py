@@ -250,3 +250,20 @@ def test_weight_averaging_continues_a_paused_run_from_its_raw_weights(tmp_path):
     went_on = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "paused"))
     assert history(tmp_path / "paused" / "run") == history(tmp_path / "whole" / "run")
     assert went_on["test"] == whole["test"]
+
+
+def test_weight_averaging_restarts_each_epoch_before_its_start_epoch(tmp_path):
+    """At momentum 1.0 the average never moves from where it (re)starts, so after 4 epochs that
+    all restart it, the saved average is the raw weights the 4th epoch began with: those of a
+    3-epoch run."""
+    import numpy as np
+
+    from gender.inference import load_model
+
+    last = "trainer.checkpoint.restore_best=false"  # model.keras: the weights fit ended with
+    frozen = ["optimizer.use_ema=true", "optimizer.ema_momentum=1.0", "optimizer.ema_start_epoch=5"]
+    train(compose_cfg(*DETERMINISTIC, last, "trainer.epochs=3", tmp_path=tmp_path / "three"))
+    train(compose_cfg(*DETERMINISTIC, last, *frozen, tmp_path=tmp_path / "four"))
+    three, four = (load_model(tmp_path / name / "run").trainable_weights for name in ("three", "four"))
+    assert len(three) == len(four) > 0
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(three, four, strict=True))
