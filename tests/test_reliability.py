@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compose_cfg, make_images, run_cli
+from helpers import compose_cfg, interrupt_after, make_images, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -658,28 +658,12 @@ def test_orphaned_temp_files_of_a_killed_cache_build_are_removed(tmp_path):
 
 
 # ------------------------------------------------- 9. resume survives a damaged state
-def _interrupt_after(epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the next ``train`` stop (Ctrl-C) when epoch ``epochs + 1`` begins."""
-    import keras
-
-    from gender import training
-
-    make_callbacks = training.make_callbacks
-
-    class CtrlC(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == epochs:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), CtrlC()])
-
-
 def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_path, monkeypatch, capsys):
     from gender import checkpoints, training
 
     cfg = compose_cfg(*TINY, "trainer.epochs=4", tmp_path=tmp_path)
     run_dir = Path(cfg.paths.output_dir)
-    _interrupt_after(2, monkeypatch)
+    interrupt_after(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg)
     monkeypatch.undo()

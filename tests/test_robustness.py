@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import compose_cfg, run_cli
+from helpers import compose_cfg, interrupt_after, run_cli
 
 from gender import PROJECT_ROOT
 from gender.training import train
@@ -192,22 +192,6 @@ def test_run_that_died_after_training_resumes_without_retraining(tmp_path):
 AVERAGED = [*DETERMINISTIC, "optimizer.use_ema=true", "optimizer.ema_momentum=0.9"]
 
 
-def _ctrl_c_at_epoch(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next ``train`` stops (Ctrl-C) when epoch ``epoch + 1`` begins, after its state is saved."""
-    import keras
-
-    from gender import training
-
-    make_callbacks = training.make_callbacks
-
-    class CtrlC(keras.callbacks.Callback):
-        def on_epoch_begin(self, e, logs=None):
-            if e == epoch:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), CtrlC()])
-
-
 def test_weight_averaging_validates_the_average_and_resumes_from_the_raw_weights(tmp_path, monkeypatch):
     plain = train(compose_cfg(*DETERMINISTIC, tmp_path=tmp_path / "plain"))
     whole = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "whole"))
@@ -220,7 +204,7 @@ def test_weight_averaging_validates_the_average_and_resumes_from_the_raw_weights
     # interrupted after epoch 2 (its state saved with the average in the model), then resumed:
     # the same run as the uninterrupted one, epoch for epoch
     cfg = compose_cfg(*AVERAGED, tmp_path=tmp_path / "broken")
-    _ctrl_c_at_epoch(2, monkeypatch)
+    interrupt_after(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     monkeypatch.undo()

@@ -80,3 +80,20 @@ def save_tiny_model(path: Path) -> Path:
     dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
     model.save(path)
     return path
+
+
+def interrupt_after(epochs: int, monkeypatch) -> None:
+    """Make the next ``gender.training.train`` stop (Ctrl-C) when epoch ``epochs + 1`` begins,
+    after the state of epoch ``epochs`` was saved."""
+    import keras
+
+    from gender import training
+
+    make_callbacks = training.make_callbacks
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == epochs:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: [*make_callbacks(*a, **k), CtrlC()])
