@@ -249,6 +249,12 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     ratio = _get(cfg, "optimizer.min_lr_ratio")
     if ratio is not None and not (isinstance(ratio, int | float) and 0 <= ratio <= 1):
         raise UserError(f"optimizer.min_lr_ratio={ratio} is invalid: must be in [0, 1]")
+    momentum = _get(cfg, "optimizer.ema_momentum")
+    if momentum is not None and not (isinstance(momentum, int | float) and 0 <= momentum <= 1):
+        raise UserError(f"optimizer.ema_momentum={momentum} is invalid: must be in [0, 1]")
+    start = _get(cfg, "optimizer.ema_start_epoch")
+    if start is not None and (not _int_value(start) or start < 1):
+        raise UserError(f"optimizer.ema_start_epoch={start} is invalid: must be an integer >= 1")
     if _get(cfg, "data") is not None:
         from gender.face import FaceSettings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,16 @@ def test_cli_shows_the_composed_config_without_tensorflow():
 def test_holdout_kind_without_a_kind_is_one_clear_error():
     with pytest.raises(UserError, match="data.split.holdout_kind=KIND"):
         validate(compose_cfg("data/split=holdout_kind"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.ema_momentum=1.5", "optimizer.ema_momentum=1.5 is invalid: must be in [0, 1]"),
+        ("optimizer.ema_start_epoch=0", "optimizer.ema_start_epoch=0 is invalid: must be an integer >= 1"),
+        ("optimizer.ema_start_epoch=2.5", "optimizer.ema_start_epoch=2.5 is invalid"),
+    ],
+)
+def test_weight_averaging_settings_are_checked(override, expected):
+    with pytest.raises(UserError, match=re.escape(expected)):
+        validate(compose_cfg("optimizer.use_ema=true", override))
