@@ -136,7 +136,7 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
     validation image a man.
     """
 
-    def __init__(self, resuming: bool, paused: bool, start_epoch: int = 1) -> None:
+    def __init__(self, resuming: bool, paused: bool, start_epoch: int) -> None:
         super().__init__(swap_on_epoch=True)
         self.resuming, self.paused, self.start_epoch = resuming, paused, int(start_epoch)
 
