@@ -258,7 +258,7 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     if _get(cfg, "data") is not None:
         from gender.face import FaceSettings
 
-        FaceSettings.from_config(cfg.data)  # data.face and data.face_margin
+        FaceSettings.from_config(cfg.data)  # data.face, data.face_margin, data.face_detector
     # the seed CNN halves the image at each of its pooling layers: below 2^n pixels a side,
     # Keras fails while building the model, after the data was decoded
     if _get(cfg, "model.name") == "seed_cnn":

@@ -156,11 +156,15 @@ def trained_class_names(run_dir: Path | None) -> list[str] | None:
 
 
 def face_settings_for(
-    model_path: str | os.PathLike[str], face: str | None = None, margin: float | None = None
+    model_path: str | os.PathLike[str],
+    face: str | None = None,
+    margin: float | None = None,
+    detector: str | None = None,
 ) -> FaceSettings:
-    """The face stage a model was trained with (its run's ``data.face``), so evaluate and predict
-    apply exactly what training applied. ``face`` set explicitly is used for a bare ``.keras``
-    file; for a training run it must agree with the recorded one."""
+    """The face stage a model was trained with (its run's ``data.face``, ``face_margin`` and
+    ``face_detector``), so evaluate and predict apply exactly what training applied. ``face`` set
+    explicitly is used for a bare ``.keras`` file; for a training run it must agree with the
+    recorded one."""
     run_dir = resolve_model_path(model_path).parent
     cfg_file = run_dir / ".hydra" / "config.yaml"
     recorded = None
@@ -169,11 +173,16 @@ def face_settings_for(
         recorded = FaceSettings.from_config(data)
     if face is None:
         return recorded or FaceSettings()
-    given = FaceSettings.from_config({"face": face, "face_margin": 0.5 if margin is None else margin})
+    if detector is None:
+        detector = recorded.detector if recorded else "hog_then_cnn"
+    given = FaceSettings.from_config(
+        {"face": face, "face_margin": 0.5 if margin is None else margin, "face_detector": detector}
+    )
     if recorded is not None and given != recorded:
         raise UserError(
-            f"face={given.mode} (margin {given.margin:g}) differs from what the model was trained with "
-            f"(data.face={recorded.mode}, margin {recorded.margin:g}); leave face unset to use that"
+            f"face={given.mode} (margin {given.margin:g}, detector {given.detector}) differs from what the "
+            f"model was trained with (data.face={recorded.mode}, margin {recorded.margin:g}, detector "
+            f"{recorded.detector}); leave face unset to use that"
         )
     return given
 

@@ -231,7 +231,9 @@ def run_predict(
     class_names = class_names_for(cfg.model_path, cfg.get("class_names"))
     model = load_model(cfg.model_path)
     size = model_image_size(model, cfg.get("image_size"))
-    face = face_settings_for(cfg.model_path, cfg.get("face"), cfg.get("face_margin"))
+    face = face_settings_for(
+        cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
+    )
     log.info("face stage: %s", face.mode if not face.active else f"{face.mode} (margin {face.margin:g})")
     done = iter(
         predict_files(

@@ -156,7 +156,12 @@ def evaluate_model_with_rows(
     result["n_skipped"] = len(skipped)
     result["skipped"] = skipped
     if face is not None and face.active and images is None:
-        result["face"] = {"mode": face.mode, "margin": face.margin, "no_face_found": len(no_face)}
+        result["face"] = {
+            "mode": face.mode,
+            "margin": face.margin,
+            "detector": face.detector,
+            "no_face_found": len(no_face),
+        }
 
     pred = (p >= threshold).astype(int)
     rows = [
@@ -368,7 +373,9 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     reference = load_reference(cfg.reference, class_names) if cfg.get("reference") else None
     model = load_model(cfg.model_path)
     size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"))
-    face = face_settings_for(cfg.model_path, cfg.get("face"), cfg.get("face_margin"))
+    face = face_settings_for(
+        cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
+    )
     group_by = list(cfg.get("group_by") or ["group"])
     groups = read_groups_csv(cfg.groups_csv, samples, group_by) if cfg.get("groups_csv") else None
     log.info(

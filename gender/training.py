@@ -310,6 +310,7 @@ def collect_metrics(
         "face": {
             "mode": ds.report.face_mode,
             "margin": float(cfg.data.get("face_margin", 0.5)),
+            "detector": str(cfg.data.get("face_detector", "hog")),
             "no_face_found": ds.report.no_face,
         },
         "warnings": list(ds.report.warnings),  # e.g. a test split of one class
