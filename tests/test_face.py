@@ -11,10 +11,11 @@ import pytest
 from helpers import compose_cfg, make_images, save_tiny_model
 from helpers.faces import draw_face_photo
 from omegaconf import OmegaConf
+from PIL import Image
 
 from gender import data as gdata
 from gender.errors import UserError
-from gender.face import FaceSettings
+from gender.face import FaceSettings, face_view
 from gender.inference import face_settings_for
 from gender.scoring import read_groups_csv
 
@@ -54,6 +55,33 @@ def test_the_cache_holds_face_views_keyed_by_the_face_setting(tmp_path):
     assert set(aligned.kinds) == {"200x200", "48x48"}
     again = gdata.build_cache(paths, 32, tmp_path / "cache", face=FaceSettings("align", 0.5))
     assert again.reused and again.directory == aligned.directory
+
+
+def _turned_face(angle: float):
+    """A drawn face turned by ``angle`` degrees (50: HOG no longer finds it, dlib's CNN does)."""
+    im = draw_face_photo(size=(300, 300), center=(150, 160), r=70)
+    return im.rotate(angle, resample=Image.BILINEAR, fillcolor=(70, 110, 150))
+
+
+def test_the_cnn_detector_finds_the_turned_face_hog_misses_and_aligns_it(tmp_path):
+    upright, turned = np.asarray(_turned_face(0)), np.asarray(_turned_face(50))
+    hog, cnn = FaceSettings("align", 0.5, "hog"), FaceSettings("align", 0.5, "hog_then_cnn")
+    level, found = face_view(upright, 48, hog)
+    whole, found_by_hog = face_view(turned, 48, hog)
+    aligned, found_by_cnn = face_view(turned, 48, cnn)
+    assert found and not found_by_hog and found_by_cnn
+    diff = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()  # noqa: E731
+    assert diff(aligned, level) < diff(whole, level) / 2  # turned back level, framed like the upright one
+    # the detector is part of the cache key; HOG alone keeps the key caches had before the setting
+    assert hog.key() == "align-0.5" and cnn.key() == "align-0.5-hog_then_cnn"
+    (tmp_path / "man").mkdir(), (tmp_path / "woman").mkdir()
+    _turned_face(50).save(tmp_path / "man" / "turned.jpg")
+    _turned_face(0).save(tmp_path / "woman" / "upright.jpg")
+    paths = sorted(str(p) for p in tmp_path.rglob("*.jpg"))
+    by_hog = gdata.build_cache(paths, 32, tmp_path / "cache", face=hog)
+    by_cnn = gdata.build_cache(paths, 32, tmp_path / "cache", face=cnn)
+    assert by_hog.directory != by_cnn.directory
+    assert list(by_hog.no_face) == [True, False] and list(by_cnn.no_face) == [False, False]
 
 
 def test_prepare_counts_images_without_a_face(tmp_path):
@@ -136,6 +164,26 @@ def test_evaluate_applies_the_face_stage_the_model_was_trained_with(tmp_path):
         face_settings_for(run, "none")
     bare = save_tiny_model(tmp_path / "bare.keras")  # no record: none, unless told
     assert face_settings_for(bare) == FaceSettings() and face_settings_for(bare, "crop").mode == "crop"
+    assert face_settings_for(bare, "align").detector == "hog_then_cnn"  # told: today's default
+
+
+def test_the_detector_a_run_used_is_the_one_evaluate_applies(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    save_tiny_model(run / "model.keras")
+    OmegaConf.save({"data": {"face": "align"}}, run / ".hydra" / "config.yaml")
+    assert face_settings_for(run).detector == "hog"  # recorded before the setting existed: HOG alone
+    OmegaConf.save(
+        {"data": {"face": "align", "face_detector": "hog_then_cnn"}}, run / ".hydra" / "config.yaml"
+    )
+    assert face_settings_for(run) == FaceSettings("align", 0.5, "hog_then_cnn")
+    assert face_settings_for(run, "align") == FaceSettings("align", 0.5, "hog_then_cnn")
+    with pytest.raises(UserError, match="detector hog\\) differs"):
+        face_settings_for(run, "align", 0.5, "hog")
+    with pytest.raises(
+        UserError, match="data.face_detector=mtcnn is not an option; allowed: hog, hog_then_cnn"
+    ):
+        FaceSettings.from_config({"face": "align", "face_detector": "mtcnn"})
 
 
 def test_reference_scores_the_same_images_with_the_same_groups(tmp_path):
