@@ -438,7 +438,7 @@ def _decode_into(
         "decoding %d images at %dpx%s into %s (once per data configuration)",
         len(paths),
         image_size,
-        f" with the face stage ({face.mode})" if face.active else "",
+        f" with the face stage {face.describe()}" if face.active else "",
         directory,
     )
     shape = (len(paths), image_size, image_size, 3)

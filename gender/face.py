@@ -70,6 +70,10 @@ class FaceSettings:
     def active(self) -> bool:
         return self.mode != "none"
 
+    def describe(self) -> str:
+        """For log lines: what a user would pass to get the same stage."""
+        return self.mode if not self.active else f"{self.mode} (margin {self.margin:g}, {self.detector})"
+
     def key(self) -> str:
         """Part of the decode cache key: another face setting means other pixels (HOG alone keeps
         the key it had before the detector was a setting, so those caches stay valid)."""

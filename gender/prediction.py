@@ -234,7 +234,7 @@ def run_predict(
     face = face_settings_for(
         cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
     )
-    log.info("face stage: %s", face.mode if not face.active else f"{face.mode} (margin {face.margin:g})")
+    log.info("face stage: %s", face.describe())
     done = iter(
         predict_files(
             model,

@@ -384,7 +384,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         len(samples),
         described,
         size,
-        face.mode,
+        face.describe(),
     )
     result, rows = evaluate_model_with_rows(
         model,

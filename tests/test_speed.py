@@ -65,6 +65,7 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
         "bench.repeats=2",
         "bench.cached_batches=2",
         "bench.sweep.preset=null",
+        "bench.face_images=8",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",
     )
@@ -78,9 +79,10 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
     assert result["settings"]["image_size"] == 32 and result["settings"]["batch_size"] == 8
     assert result["settings"]["seed_recipe_files"] == 40  # the seed recipe read the same files
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["tensorflow"]
-    face_ms = result["face_stage_ms_per_image"]  # each data.face mode timed on the same files
-    assert set(face_ms) == {"none", "crop", "align"} and all(v > 0 for v in face_ms.values())
+    face_ms = result["face_stage_ms_per_image"]  # each face stage timed on the same files
+    assert set(face_ms) == {"none", "crop", "align", "align+cnn"} and all(v > 0 for v in face_ms.values())
     assert face_ms["align"] > face_ms["none"]  # detection and landmarks cost something
+    assert face_ms["align+cnn"] > face_ms["align"]  # no face in these images: the CNN searched each
     assert "face stage align (ms per image)" in proc.stdout
     assert result["config"]["data"]["root"] == str(images)
     assert "framework / seed recipe" in proc.stdout
