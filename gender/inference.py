@@ -174,7 +174,7 @@ def face_settings_for(
     if face is None:
         return recorded or FaceSettings()
     if detector is None:
-        detector = recorded.detector if recorded else "hog_then_cnn"
+        detector = recorded.detector if recorded else "hog"
     given = FaceSettings.from_config(
         {"face": face, "face_margin": 0.5 if margin is None else margin, "face_detector": detector}
     )

@@ -164,7 +164,8 @@ def test_evaluate_applies_the_face_stage_the_model_was_trained_with(tmp_path):
         face_settings_for(run, "none")
     bare = save_tiny_model(tmp_path / "bare.keras")  # no record: none, unless told
     assert face_settings_for(bare) == FaceSettings() and face_settings_for(bare, "crop").mode == "crop"
-    assert face_settings_for(bare, "align").detector == "hog_then_cnn"  # told: today's default
+    assert face_settings_for(bare, "align").detector == "hog"  # told: the default
+    assert face_settings_for(bare, "align", 0.5, "hog_then_cnn").detector == "hog_then_cnn"
 
 
 def test_the_detector_a_run_used_is_the_one_evaluate_applies(tmp_path):
