@@ -173,8 +173,8 @@ def face_settings_for(
         recorded = FaceSettings.from_config(data)
     if face is None:
         return recorded or FaceSettings()
-    if detector is None:
-        detector = recorded.detector if recorded else "hog"
+    if detector is None and recorded is not None:
+        detector = recorded.detector  # else FaceSettings' own default
     given = FaceSettings.from_config(
         {"face": face, "face_margin": 0.5 if margin is None else margin, "face_detector": detector}
     )
