@@ -294,6 +294,15 @@ def build_augmentation(aug_cfg: Any, seed: int | None = None):
     return keras.Sequential(layers, name="augmentation")
 
 
+def build_mixup(aug_cfg: Any, seed: int | None = None):
+    """Keras' ``MixUp`` for ``augmentation.mixup`` (its alpha), or None when it is 0.
+
+    It blends whole batches (images with their labels), so it runs in the input pipeline after the
+    per-image layers, never inside the model."""
+    alpha = float(aug_cfg.get("mixup") or 0.0)
+    return keras.layers.MixUp(alpha=alpha, seed=seed) if alpha else None
+
+
 def _keras_layers(c: Any, fill: str, seed: int | None) -> list:
     """One Keras layer per option (what the seed used), with factors mapped to our meaning."""
     L = keras.layers

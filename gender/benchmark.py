@@ -256,7 +256,7 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from gender.augmentation import build_augmentation
+    from gender.augmentation import build_augmentation, build_mixup
 
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     strategy = distribution_strategy(cfg.trainer.get("strategy", "default"))
@@ -272,7 +272,8 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     log.info("decode cache %s: %s", "reused" if ds.cache.reused else "built", ds.cache.directory)
     with strategy.scope():
         augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
-    train_pipe = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None)
+    mixup = build_mixup(cfg.augmentation, seed=int(cfg.seed))
+    train_pipe = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None, mixup=mixup)
     if limit:
         train_pipe = train_pipe.take(int(limit))
     first_epoch_images = sum(int(x.shape[0]) for x, _ in train_pipe)

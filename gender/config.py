@@ -217,6 +217,9 @@ def _check_augmentation(cfg: DictConfig) -> None:
         share = _get(cfg, key)
         if share is not None and not (isinstance(share, int | float) and 0 <= share <= 1):
             raise UserError(f"{key}={share} is invalid: a share of the images, in [0, 1]")
+    alpha = _get(cfg, "augmentation.mixup")
+    if alpha is not None and not (isinstance(alpha, int | float) and alpha >= 0):
+        raise UserError(f"augmentation.mixup={alpha} is invalid: mixup's alpha, >= 0 (0: off)")
     quality = _get(cfg, "augmentation.jpeg_quality")
     if quality is not None:
         q = list(quality) if not isinstance(quality, str | int | float) else [quality]

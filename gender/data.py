@@ -899,19 +899,33 @@ def make_dataset(
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def with_augmentation(ds, augment, parallel: bool = True):
+def with_augmentation(ds, augment, parallel: bool = True, mixup=None):
     """Augment training batches in tf.data calls that overlap the training step, then prefetch.
 
+    ``mixup`` (``augmentation.build_mixup``) then blends each batch with a shuffled copy of itself.
     ``parallel=False`` (deterministic runs) keeps the random layers' draws in a fixed order.
     """
     import tensorflow as tf
 
+    calls = tf.data.AUTOTUNE if parallel else None
     if augment is not None:
         ds = ds.map(
-            lambda x, *rest: (augment(tf.cast(x, tf.float32), training=True), *rest),
-            num_parallel_calls=tf.data.AUTOTUNE if parallel else None,
+            lambda x, *rest: (augment(tf.cast(x, tf.float32), training=True), *rest), num_parallel_calls=calls
         )
+    if mixup is not None:
+        ds = ds.map(lambda x, y, *w: _mix(mixup, x, y, *w), num_parallel_calls=calls)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _mix(mixup, x, y, *weight):
+    """Keras' MixUp blends labels, not per-image loss weights: the weights travel as a second
+    label column, so a blended image weighs what its two sources weigh, blended alike."""
+    import tensorflow as tf
+
+    columns = tf.stack([y, *weight], axis=-1)
+    out = mixup({"images": tf.cast(x, tf.float32), "labels": columns}, training=True)
+    mixed = tf.cast(out["labels"], tf.float32)
+    return (out["images"], mixed[:, 0], *([mixed[:, 1]] if weight else []))
 
 
 def write_data_report(report: DataReport, run_dir: str | os.PathLike) -> None:

@@ -21,6 +21,14 @@ class MirrorImage(keras.layers.Layer):
         return keras.ops.flip(images, axis=2)
 
 
+@keras.saving.register_keras_serializable(package="gender")
+def hard_label_accuracy(y_true, y_pred):
+    """Binary accuracy against each label rounded to its class: Keras' own for 0/1 labels, and the
+    share right for the dominant image when mixup blends labels (Keras' compares them exactly)."""
+    right = keras.ops.equal(keras.ops.reshape(y_true, (-1,)) > 0.5, keras.ops.reshape(y_pred, (-1,)) > 0.5)
+    return keras.ops.cast(right, "float32")
+
+
 def with_test_time_flip(model):
     """The same network predicting the mean of the image's and its mirror image's probability.
 

@@ -101,7 +101,7 @@ def build(cfg: DictConfig, ds) -> Job:
     """The input pipelines and the compiled model, in the configured distribution strategy."""
     import tensorflow as tf
 
-    from gender.augmentation import build_augmentation
+    from gender.augmentation import build_augmentation, build_mixup
 
     t = cfg.trainer
     limit = int(t.get("limit_batches") or 0)
@@ -110,7 +110,10 @@ def build(cfg: DictConfig, ds) -> Job:
     with strategy.scope():
         augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
         train_ds = gdata.with_augmentation(
-            ds.train, None if in_model else augment, parallel=not t.deterministic
+            ds.train,
+            None if in_model else augment,
+            parallel=not t.deterministic,
+            mixup=build_mixup(cfg.augmentation, seed=int(cfg.seed)),
         )
         if limit:
             train_ds = train_ds.take(limit)
@@ -126,14 +129,14 @@ def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmen
     """Build and compile the configured model; training and the benchmark share this."""
     import keras
 
-    from gender.model import build_model
+    from gender.model import build_model, hard_label_accuracy
 
     t = cfg.trainer
     model = build_model(cfg.model, image_size, augmentation=augmentation)
     model.compile(
         optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, int(t.epochs)),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=float(t.label_smoothing)),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        metrics=[keras.metrics.MeanMetricWrapper(hard_label_accuracy, name="accuracy")],
         jit_compile=bool(t.jit_compile),
     )
     return model

@@ -158,3 +158,32 @@ def test_jpeg_option_builds_the_layer_and_bad_values_are_one_line():
     ):
         with pytest.raises(UserError, match=message):
             validate(compose_cfg(bad))
+
+
+def test_mixup_blends_images_labels_and_loss_weights_with_the_same_draws():
+    from gender.augmentation import build_mixup
+    from gender.config import validate
+    from gender.data import with_augmentation
+    from gender.errors import UserError
+    from gender.model import hard_label_accuracy
+
+    assert build_mixup(compose_cfg("augmentation=robust").augmentation) is None
+    mixup = build_mixup(compose_cfg("augmentation.mixup=0.4").augmentation, seed=3)
+    # Image i is the constant i; its label i/7 and its loss weight 1 + i: one blend of (i, j) maps
+    # each onto the others, so any mismatch in weight or partner shows.
+    n = 8
+    x = np.broadcast_to(np.arange(n, dtype="float32")[:, None, None, None], (n, 4, 4, 3)).copy()
+    y, w = np.arange(n, dtype="float32") / (n - 1), 1 + np.arange(n, dtype="float32")
+    ds = tf.data.Dataset.from_tensors((x, y, w))
+    for out_x, out_y, out_w in with_augmentation(ds, None, mixup=mixup).repeat(3):
+        level = out_x.numpy().mean(axis=(1, 2, 3))
+        assert np.allclose(out_x.numpy().std(axis=(1, 2, 3)), 0, atol=1e-4)
+        np.testing.assert_allclose(out_y.numpy() * (n - 1), level, atol=1e-3)
+        np.testing.assert_allclose(out_w.numpy() - 1, level, atol=1e-3)
+        assert not np.allclose(level, np.round(level), atol=1e-3)  # something was blended
+    only_labels = with_augmentation(tf.data.Dataset.from_tensors((x, y)), None, mixup=mixup)
+    assert len(next(iter(only_labels))) == 2
+    right = hard_label_accuracy(tf.constant([0.7, 0.2, 1.0, 0.0]), tf.constant([[0.9], [0.6], [0.4], [0.1]]))
+    assert right.numpy().tolist() == [1.0, 0.0, 0.0, 1.0]
+    with pytest.raises(UserError, match="augmentation.mixup=-0.2 is invalid"):
+        validate(compose_cfg("augmentation.mixup=-0.2"))

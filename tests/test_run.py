@@ -94,3 +94,23 @@ def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     )
     with pytest.raises(Exception, match="never overwritten"):
         train(cfg)  # a finished run directory is never reused
+
+
+def test_train_with_mixup_and_class_weights(tmp_path):
+    """Mixup blends the loss weights too; the reported train accuracy still counts hard classes."""
+    root = make_images(tmp_path / "faces", {"male": 24, "female": 8})
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "augmentation.mixup=0.4",
+        "trainer.class_weight=balanced",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "logger=none",
+        tmp_path=tmp_path,
+    )
+    metrics = train(cfg)
+    assert metrics["epochs_run"] == 1 and cfg.augmentation.mixup == 0.4
+    assert 0.0 <= metrics["train_accuracy"] <= 1.0 and np.isfinite(metrics["train_loss"])
