@@ -300,7 +300,9 @@ def build_mixup(aug_cfg: Any, seed: int | None = None):
     It blends whole batches (images with their labels), so it runs in the input pipeline after the
     per-image layers, never inside the model."""
     alpha = float(aug_cfg.get("mixup") or 0.0)
-    return keras.layers.MixUp(alpha=alpha, seed=seed) if alpha else None
+    # float32 whatever the precision policy: Keras' MixUp draws its weights in float32 and would
+    # fail to multiply them into bfloat16 images.
+    return keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32") if alpha else None
 
 
 def _keras_layers(c: Any, fill: str, seed: int | None) -> list:

@@ -168,7 +168,11 @@ def test_mixup_blends_images_labels_and_loss_weights_with_the_same_draws():
     from gender.model import hard_label_accuracy
 
     assert build_mixup(compose_cfg("augmentation=robust").augmentation) is None
-    mixup = build_mixup(compose_cfg("augmentation.mixup=0.4").augmentation, seed=3)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # trainer.mixed_precision=auto on this CPU
+    try:
+        mixup = build_mixup(compose_cfg("augmentation.mixup=0.4").augmentation, seed=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     # Image i is the constant i; its label i/7 and its loss weight 1 + i: one blend of (i, j) maps
     # each onto the others, so any mismatch in weight or partner shows.
     n = 8
