@@ -272,7 +272,7 @@ def run_bench(cfg: DictConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     log.info("decode cache %s: %s", "reused" if ds.cache.reused else "built", ds.cache.directory)
     with strategy.scope():
         augment = build_augmentation(cfg.augmentation, seed=int(cfg.seed))
-    mixup = build_mixup(cfg.augmentation, seed=int(cfg.seed))
+        mixup = build_mixup(cfg.augmentation, seed=int(cfg.seed))  # its seed state, like training's
     train_pipe = gdata.with_augmentation(ds.train, augment if placement == "pipeline" else None, mixup=mixup)
     if limit:
         train_pipe = train_pipe.take(int(limit))

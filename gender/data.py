@@ -922,9 +922,8 @@ def _mix(mixup, x, y, *weight):
     label column, so a blended image weighs what its two sources weigh, blended alike."""
     import tensorflow as tf
 
-    columns = tf.stack([y, *weight], axis=-1)
-    out = mixup({"images": tf.cast(x, tf.float32), "labels": columns}, training=True)
-    mixed = tf.cast(out["labels"], tf.float32)
+    out = mixup({"images": x, "labels": tf.stack([y, *weight], axis=-1)}, training=True)
+    mixed = out["labels"]
     return (out["images"], mixed[:, 0], *([mixed[:, 1]] if weight else []))
 
 
