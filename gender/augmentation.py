@@ -289,6 +289,11 @@ def build_augmentation(aug_cfg: Any, seed: int | None = None):
         layers.append(keras.layers.RandomHue(c.hue, value_range=(0, 255), seed=seed))
     if c.get("blur"):
         layers.append(keras.layers.RandomGaussianBlur(c.blur, value_range=(0, 255), seed=seed))
+    if c.get("erasing"):  # last, so no later layer moves or recolours the noise patch
+        share, (low, high) = float(c.erasing), (float(a) for a in c.get("erasing_area", (0.02, 0.33)))
+        layers.append(
+            keras.layers.RandomErasing((share, share), scale=(low, high), value_range=(0, 255), seed=seed)
+        )
     if not layers:
         return None
     return keras.Sequential(layers, name="augmentation")

@@ -213,13 +213,20 @@ MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
 def _check_augmentation(cfg: DictConfig) -> None:
     """Shares and the JPEG quality range fail here, before the data is read, not in the first step."""
-    for key in ("augmentation.low_resolution", "augmentation.jpeg"):
+    for key in ("augmentation.low_resolution", "augmentation.jpeg", "augmentation.erasing"):
         share = _get(cfg, key)
         if share is not None and not (isinstance(share, int | float) and 0 <= share <= 1):
             raise UserError(f"{key}={share} is invalid: a share of the images, in [0, 1]")
     alpha = _get(cfg, "augmentation.mixup")
     if alpha is not None and not (isinstance(alpha, int | float) and alpha >= 0):
         raise UserError(f"augmentation.mixup={alpha} is invalid: mixup's alpha, >= 0 (0: off)")
+    area = _get(cfg, "augmentation.erasing_area")
+    if area is not None:
+        a = list(area) if not isinstance(area, str | int | float) else [area]
+        if len(a) != 2 or not all(isinstance(v, int | float) for v in a) or not 0 <= a[0] <= a[1] <= 1:
+            raise UserError(
+                f"augmentation.erasing_area={a} is invalid: [low, high] shares of the image, 0 <= low <= high <= 1"
+            )
     quality = _get(cfg, "augmentation.jpeg_quality")
     if quality is not None:
         q = list(quality) if not isinstance(quality, str | int | float) else [quality]
