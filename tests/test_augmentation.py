@@ -160,6 +160,34 @@ def test_jpeg_option_builds_the_layer_and_bad_values_are_one_line():
             validate(compose_cfg(bad))
 
 
+def test_erasing_replaces_one_rectangle_in_a_share_of_the_images_and_bad_values_are_one_line():
+    from gender.config import validate
+    from gender.errors import UserError
+
+    cfg = compose_cfg("augmentation=robust", "augmentation.erasing=0.5", "augmentation.erasing_area=[0.1,0.2]")
+    validate(cfg)
+    layer = build_augmentation(cfg.augmentation, seed=5).layers[-1]  # last: nothing moves its patch
+    assert isinstance(layer, keras.layers.RandomErasing)
+    x = np.full((200, 32, 32, 3), 100.0, dtype="float32")
+    out = layer(x, training=True).numpy()
+    erased = out != 100
+    share = erased.any(axis=(1, 2, 3))
+    assert 0.35 < share.mean() < 0.65  # about the share; the others untouched
+    area = erased[share].mean(axis=(1, 2, 3))
+    assert 0.05 < area.min() and area.max() < 0.3  # about the area range, once per image
+    for i in np.flatnonzero(share)[:10]:  # one rectangle: its bounding box is all erased
+        rows, cols = np.flatnonzero(erased[i].any(axis=(1, 2))), np.flatnonzero(erased[i].any(axis=(0, 2)))
+        box = erased[i, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert box.mean() > 0.99 and out[i][erased[i]].std() > 30  # filled with noise, not a constant
+    assert np.array_equal(layer(x, training=False), x)
+    for bad, message in (
+        ("augmentation.erasing=1.5", "in \\[0, 1\\]"),
+        ("augmentation.erasing_area=[0.5,0.2]", "low <= high"),
+    ):
+        with pytest.raises(UserError, match=message):
+            validate(compose_cfg(bad))
+
+
 def test_mixup_blends_images_labels_and_loss_weights_with_the_same_draws():
     from gender.augmentation import build_mixup
     from gender.config import validate
