@@ -225,7 +225,8 @@ def _check_augmentation(cfg: DictConfig) -> None:
         a = list(area) if not isinstance(area, str | int | float) else [area]
         if len(a) != 2 or not all(isinstance(v, int | float) for v in a) or not 0 <= a[0] <= a[1] <= 1:
             raise UserError(
-                f"augmentation.erasing_area={a} is invalid: [low, high] shares of the image, 0 <= low <= high <= 1"
+                f"augmentation.erasing_area={a} is invalid: [low, high] shares of the image,"
+                " 0 <= low <= high <= 1"
             )
     quality = _get(cfg, "augmentation.jpeg_quality")
     if quality is not None:

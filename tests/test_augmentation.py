@@ -164,7 +164,9 @@ def test_erasing_replaces_one_rectangle_in_a_share_of_the_images_and_bad_values_
     from gender.config import validate
     from gender.errors import UserError
 
-    cfg = compose_cfg("augmentation=robust", "augmentation.erasing=0.5", "augmentation.erasing_area=[0.1,0.2]")
+    cfg = compose_cfg(
+        "augmentation=robust", "augmentation.erasing=0.5", "augmentation.erasing_area=[0.1,0.2]"
+    )
     validate(cfg)
     layer = build_augmentation(cfg.augmentation, seed=5).layers[-1]  # last: nothing moves its patch
     assert isinstance(layer, keras.layers.RandomErasing)
