@@ -212,7 +212,7 @@ MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
 
 def _check_augmentation(cfg: DictConfig) -> None:
-    """Shares and the JPEG quality range fail here, before the data is read, not in the first step."""
+    """Shares, the erasing area and the JPEG quality range fail here, before the data is read."""
     for key in ("augmentation.low_resolution", "augmentation.jpeg", "augmentation.erasing"):
         share = _get(cfg, key)
         if share is not None and not (isinstance(share, int | float) and 0 <= share <= 1):
