@@ -220,21 +220,17 @@ def _check_augmentation(cfg: DictConfig) -> None:
     alpha = _get(cfg, "augmentation.mixup")
     if alpha is not None and not (isinstance(alpha, int | float) and alpha >= 0):
         raise UserError(f"augmentation.mixup={alpha} is invalid: mixup's alpha, >= 0 (0: off)")
-    area = _get(cfg, "augmentation.erasing_area")
-    if area is not None:
-        a = list(area) if not isinstance(area, str | int | float) else [area]
-        if len(a) != 2 or not all(isinstance(v, int | float) for v in a) or not 0 <= a[0] <= a[1] <= 1:
-            raise UserError(
-                f"augmentation.erasing_area={a} is invalid: [low, high] shares of the image,"
-                " 0 <= low <= high <= 1"
-            )
-    quality = _get(cfg, "augmentation.jpeg_quality")
-    if quality is not None:
-        q = list(quality) if not isinstance(quality, str | int | float) else [quality]
-        if len(q) != 2 or not all(_int_value(v) for v in q) or not 0 <= q[0] <= q[1] <= 100:
-            raise UserError(
-                f"augmentation.jpeg_quality={q} is invalid: [low, high] with 0 <= low <= high <= 100"
-            )
+    ranges = (  # [low, high] pairs: key, upper bound, check of each value, what the values are
+        ("augmentation.erasing_area", 1, lambda v: isinstance(v, int | float), "shares of the image,"),
+        ("augmentation.jpeg_quality", 100, _int_value, "with"),
+    )
+    for key, top, is_value, meaning in ranges:
+        pair = _get(cfg, key)
+        if pair is None:
+            continue
+        v = list(pair) if not isinstance(pair, str | int | float) else [pair]
+        if len(v) != 2 or not all(is_value(x) for x in v) or not 0 <= v[0] <= v[1] <= top:
+            raise UserError(f"{key}={v} is invalid: [low, high] {meaning} 0 <= low <= high <= {top}")
 
 
 def _check_trainer_and_model(cfg: DictConfig) -> None:
