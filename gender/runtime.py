@@ -61,25 +61,59 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
         # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
         tf_config.disable_op_determinism()
     policy = dtype_policy(trainer_cfg.get("mixed_precision"))
-    keras.mixed_precision.set_global_policy(native_dtype_policy() if policy == "auto" else policy)
+    capability, cpu_flags = _hardware()
+    native = native_half_precision(capability, cpu_flags)
+    if policy not in ("auto", "float32") and policy not in native:
+        asked = trainer_cfg.get("mixed_precision")
+        log.warning(
+            "trainer.mixed_precision=%s: this machine's %s does not run %s natively, so training is "
+            "far slower than in float32 (bfloat16: 10x on a 2-core AVX2 CPU, docs/speed.md); "
+            "trainer.mixed_precision=auto picks the fastest precision it runs",
+            str(asked).lower() if isinstance(asked, bool) else asked,
+            f"GPU (compute capability {capability})" if capability else "CPU",
+            policy.removeprefix("mixed_"),
+        )
+    if policy == "auto":
+        policy = native[0] if native else "float32"
+    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(int(seed))
 
 
-def native_dtype_policy() -> str:
-    """What ``trainer.mixed_precision=auto`` picks: float16 on GPUs with tensor cores (compute
-    capability 7.0+), bfloat16 on CPUs that run it natively (AVX-512 BF16 or AMX, as listed in
-    /proc/cpuinfo), else float32: half precision only pays off where the hardware runs it."""
+def native_half_precision(gpu_capability: tuple[int, int] | None, cpu_flags: str) -> tuple[str, ...]:
+    """The half-precision Keras policies the hardware runs natively, fastest first.
+
+    ``gpu_capability`` is the first GPU's compute capability (``(0, 0)`` if unknown; None without
+    a GPU): float16 from 7.0 (tensor cores), bfloat16 from 8.0. Without a GPU, bfloat16 where the
+    CPU flags (/proc/cpuinfo) list AVX-512 BF16 or AMX; anywhere else half precision is emulated,
+    10x slower than float32 on a 2-core AVX2 CPU (docs/speed.md)."""
+    if gpu_capability is not None:
+        return tuple(
+            name
+            for name, needs in (("mixed_float16", (7, 0)), ("mixed_bfloat16", (8, 0)))
+            if gpu_capability >= needs
+        )
+    return ("mixed_bfloat16",) if ("avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags) else ()
+
+
+def _hardware() -> tuple[tuple[int, int] | None, str]:
+    """(first GPU's compute capability or None, the CPU flags): what precision the machine runs."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        return "mixed_float16" if capability and capability >= (7, 0) else "float32"
+        return tuple(capability or (0, 0)), ""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return None, Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: no cheap way to tell
-        return "float32"
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+        return None, ""
+
+
+def native_dtype_policy() -> str:
+    """What ``trainer.mixed_precision=auto`` picks: the fastest half precision the machine runs
+    natively (``native_half_precision``), else float32."""
+    native = native_half_precision(*_hardware())
+    return native[0] if native else "float32"
 
 
 def distribution_strategy(name: str):

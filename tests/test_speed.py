@@ -148,11 +148,18 @@ def test_jobs_of_a_sweep_decode_once(tmp_path, images, caplog, float32_policy):
 
 @pytest.mark.parametrize(("setting", "policy"), [("true", "mixed_float16"), ("bfloat16", "mixed_bfloat16")])
 def test_mixed_precision_keeps_a_float32_output_and_trains_on_cpu(
-    tmp_path, images, float32_policy, setting, policy
+    tmp_path, images, float32_policy, caplog, setting, policy
 ):
     import keras
 
+    from gender.runtime import native_dtype_policy
+
     metrics = train(tiny_train_cfg(images, tmp_path, f"trainer.mixed_precision={setting}"))
+    warned = [r.getMessage() for r in caplog.records if "does not run" in r.getMessage()]
+    if policy == native_dtype_policy():
+        assert warned == []
+    else:  # emulated half precision: the user hears that it is far slower, once
+        assert len(warned) == 1 and warned[0].startswith(f"trainer.mixed_precision={setting}: this machine")
     assert math.isfinite(metrics["train_loss"])
     model = keras.saving.load_model(tmp_path / "run" / "model.keras", compile=False)
     assert model.get_layer("prob").dtype_policy.name == "float32"
@@ -179,6 +186,18 @@ def test_automatic_precision_is_what_the_machine_runs_natively(tmp_path, images,
     assert native_dtype_policy() == expected
     metrics = train(tiny_train_cfg(images, tmp_path, "trainer.mixed_precision=auto"))
     assert metrics["runtime"]["dtype_policy"] == expected
+
+
+def test_native_half_precision_follows_the_hardware():
+    from gender.runtime import native_half_precision
+
+    assert native_half_precision(None, "fpu sse2 avx2 fma") == ()
+    assert native_half_precision(None, "avx2 avx512f avx512_bf16") == ("mixed_bfloat16",)
+    assert native_half_precision(None, "avx2 amx_bf16 amx_tile") == ("mixed_bfloat16",)
+    assert native_half_precision((6, 1), "") == ()
+    assert native_half_precision((7, 5), "") == ("mixed_float16",)
+    assert native_half_precision((9, 0), "") == ("mixed_float16", "mixed_bfloat16")
+    assert native_half_precision((0, 0), "") == ()  # a GPU whose capability TF does not report
 
 
 def test_xla_trains_a_step_on_cpu(tmp_path, images):
