@@ -60,21 +60,18 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
     elif tf_config.is_op_determinism_enabled():
         # process-wide: an earlier job of a sequential sweep turned it on (and it disables XLA)
         tf_config.disable_op_determinism()
-    policy = dtype_policy(trainer_cfg.get("mixed_precision"))
-    capability, cpu_flags = _hardware()
-    native = native_half_precision(capability, cpu_flags)
-    if policy not in ("auto", "float32") and policy not in native:
-        asked = trainer_cfg.get("mixed_precision")
+    asked = trainer_cfg.get("mixed_precision")
+    policy = dtype_policy(asked)
+    if policy == "auto":
+        policy = native_dtype_policy()
+    elif policy != "float32" and policy not in native_policies():
         log.warning(
-            "trainer.mixed_precision=%s: this machine's %s does not run %s natively, so training is "
-            "far slower than in float32 (bfloat16: 10x on a 2-core AVX2 CPU, docs/speed.md); "
+            "trainer.mixed_precision=%s: this machine does not run %s natively, so training is far "
+            "slower than in float32 (bfloat16: 10x on a 2-core AVX2 CPU, docs/speed.md); "
             "trainer.mixed_precision=auto picks the fastest precision it runs",
             str(asked).lower() if isinstance(asked, bool) else asked,
-            f"GPU (compute capability {capability})" if capability else "CPU",
             policy.removeprefix("mixed_"),
         )
-    if policy == "auto":
-        policy = native[0] if native else "float32"
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(int(seed))
 
@@ -95,24 +92,24 @@ def native_half_precision(gpu_capability: tuple[int, int] | None, cpu_flags: str
     return ("mixed_bfloat16",) if ("avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags) else ()
 
 
-def _hardware() -> tuple[tuple[int, int] | None, str]:
-    """(first GPU's compute capability or None, the CPU flags): what precision the machine runs."""
+def native_policies() -> tuple[str, ...]:
+    """``native_half_precision`` of this machine: its first GPU, else its CPU's flags."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        return tuple(capability or (0, 0)), ""
+        return native_half_precision(tuple(capability or (0, 0)), "")
     try:
-        return None, Path("/proc/cpuinfo").read_text()
+        return native_half_precision(None, Path("/proc/cpuinfo").read_text())
     except OSError:  # not Linux: no cheap way to tell
-        return None, ""
+        return ()
 
 
 def native_dtype_policy() -> str:
     """What ``trainer.mixed_precision=auto`` picks: the fastest half precision the machine runs
-    natively (``native_half_precision``), else float32."""
-    native = native_half_precision(*_hardware())
+    natively, else float32."""
+    native = native_policies()
     return native[0] if native else "float32"
 
 
