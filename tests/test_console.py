@@ -162,6 +162,7 @@ def test_option_without_its_extra_names_the_extra(tmp_path, args, extra):
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_a_run_prints_no_startup_noise_and_one_log_format(tmp_path):
     """A whole (tiny) run: no TensorFlow/absl/oneDNN/CUDA start-up lines, no Hydra-formatted
     `[date][logger][LEVEL]` lines on the console (they stay in the job's log file), Keras'

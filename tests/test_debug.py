@@ -35,6 +35,7 @@ def _history(run_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_debug_fast_runs_a_few_batches(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
@@ -55,6 +56,7 @@ def test_debug_fast_runs_a_few_batches(tmp_path):
     assert not (run_dir / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_debug_overfit_loss_falls(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(

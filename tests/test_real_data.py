@@ -11,6 +11,7 @@ from helpers import REAL_DATA, run_cli
 pytestmark = pytest.mark.real_data
 
 
+@pytest.mark.slow
 def test_real_data_run_through_the_cli(tmp_path):
     """The real folders, the real class mapping and the default split: thousands of test images."""
     run_dir = tmp_path / "run"

@@ -155,6 +155,7 @@ def interrupted_run(module_dir: Path) -> tuple[Path, subprocess.CompletedProcess
 
 
 # ------------------------------------------------- 1. a finished run is never altered
+@pytest.mark.slow
 def test_new_run_aimed_at_a_finished_run_is_refused_before_anything_is_written(finished_run):
     before = snapshot(finished_run)
     proc = run_cli("gender.run", *TINY, "optimizer.lr=0.001", f"hydra.run.dir={finished_run}")
@@ -215,6 +216,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
 
 
 # ------------------------------- 2. an interrupted run resumes only with its own configuration
+@pytest.mark.slow
 def test_interrupted_run_refuses_a_different_configuration(interrupted_run):
     run_dir, _ = interrupted_run
     assert not (run_dir / "metrics.json").exists()
@@ -630,6 +632,7 @@ def test_full_disk_while_decoding_is_one_line_not_a_crash(tmp_path):
     assert not list(cache.glob("images-*")) and not temp_files(cache)  # nothing half-built
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder\n")

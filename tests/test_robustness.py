@@ -37,6 +37,7 @@ def comparable(metrics):
     return {k: v for k, v in metrics.items() if k not in drop}
 
 
+@pytest.mark.slow
 def test_two_deterministic_runs_give_identical_metrics(tmp_path):
     a = train(compose_cfg(*DETERMINISTIC, tmp_path=tmp_path / "a"))
     b = train(compose_cfg(*DETERMINISTIC, tmp_path=tmp_path / "b"))
@@ -119,6 +120,7 @@ def test_config_mistakes_exit_with_one_line(tmp_path, override, expected):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
     """Corrupt JPEG, truncated PNG, zero-byte file, text named .jpg, oversized image, .DS_Store and a
     duplicate filed under both classes: the run trains on the rest and lists every one."""
@@ -174,6 +176,7 @@ def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
     assert not used & {row["path"] for row in rows} and len(used) == 40 - 1  # male/0003.png conflicts
 
 
+@pytest.mark.slow
 def test_run_that_died_after_training_resumes_without_retraining(tmp_path):
     """A crash during evaluation must not cost the training: resume evaluates the saved best epoch."""
     run_dir = tmp_path / "run"
@@ -192,6 +195,7 @@ def test_run_that_died_after_training_resumes_without_retraining(tmp_path):
 AVERAGED = [*DETERMINISTIC, "optimizer.use_ema=true", "optimizer.ema_momentum=0.9"]
 
 
+@pytest.mark.slow
 def test_weight_averaging_validates_the_average_and_resumes_from_the_raw_weights(tmp_path, monkeypatch):
     plain = train(compose_cfg(*DETERMINISTIC, tmp_path=tmp_path / "plain"))
     whole = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "whole"))
@@ -213,6 +217,7 @@ def test_weight_averaging_validates_the_average_and_resumes_from_the_raw_weights
     assert comparable(resumed) | {"split_sizes": 0} == comparable(whole) | {"split_sizes": 0}
 
 
+@pytest.mark.slow
 def test_weight_averaging_keeps_the_average_when_training_stops_early(tmp_path):
     last = ["trainer.checkpoint.restore_best=false"]  # model.keras: the weights fit ended with
     stop = ["trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=0"]
@@ -224,6 +229,7 @@ def test_weight_averaging_keeps_the_average_when_training_stops_early(tmp_path):
     assert stopped["test"] == planned["test"]
 
 
+@pytest.mark.slow
 def test_weight_averaging_continues_a_paused_run_from_its_raw_weights(tmp_path):
     """A halving rung pauses a run (``trainer.stop_at_epoch``); the next rung goes on from the raw
     weights, not the average the paused run was saved with."""
@@ -236,6 +242,7 @@ def test_weight_averaging_continues_a_paused_run_from_its_raw_weights(tmp_path):
     assert went_on["test"] == whole["test"]
 
 
+@pytest.mark.slow
 def test_weight_averaging_restarts_each_epoch_before_its_start_epoch(tmp_path):
     """At momentum 1.0 the average never moves from where it (re)starts, so after 4 epochs that
     all restart it, the saved average is the raw weights the 4th epoch began with: those of a

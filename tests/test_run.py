@@ -16,6 +16,7 @@ from gender.training import train
 TINY = ["debug=tiny", "logger=none"]
 
 
+@pytest.mark.slow
 def test_cli_run_writes_every_output(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
@@ -63,6 +64,7 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     """``train(cfg)`` is a plain function: tests and tools call it without the CLI."""
     root = make_images(tmp_path / "faces", {"male": 16, "female": 16})

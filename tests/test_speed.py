@@ -54,6 +54,7 @@ def tiny_train_cfg(images: Path, tmp_path: Path, *overrides: str):
     return compose_cfg(*FOLDER, f"data.root={images}", *ONE_STEP, *overrides, tmp_path=tmp_path)
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_every_figure(tmp_path, images):
     run_dir = tmp_path / "bench"
     proc = run_cli(
@@ -88,6 +89,7 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
     assert "framework / seed recipe" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_applies_speed_options_to_every_model(tmp_path, images):
     """The documented comparison command: augmentation in the model, mixed precision and XLA."""
     run_dir = tmp_path / "bench"
@@ -131,6 +133,7 @@ def test_bench_bad_setting_is_one_line(tmp_path, images):
     )
 
 
+@pytest.mark.slow
 def test_jobs_of_a_sweep_decode_once(tmp_path, images, caplog, float32_policy):
     """Two training jobs with the same data config: only the first decodes, the second reuses it."""
     caplog.set_level(logging.INFO, logger="gender.data")
@@ -200,6 +203,7 @@ def test_native_half_precision_follows_the_hardware():
     assert native_half_precision((0, 0), "") == ()  # a GPU whose capability TF does not report
 
 
+@pytest.mark.slow
 def test_xla_trains_a_step_on_cpu(tmp_path, images):
     metrics = train(tiny_train_cfg(images, tmp_path, "trainer.jit_compile=true"))
     assert math.isfinite(metrics["train_loss"]) and metrics["epochs_run"] == 1
@@ -236,6 +240,7 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus(tmp_path, images):
     """Logical devices must exist before TensorFlow initialises: hence a fresh process."""
     script = tmp_path / "mirrored.py"

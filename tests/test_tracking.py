@@ -370,6 +370,7 @@ def run_app(script: Path, *args: str, env: dict[str, str] | None = None) -> subp
     return done
 
 
+@pytest.mark.slow
 def test_online_unreachable_falls_back_offline_and_later_jobs_skip_the_wait(tmp_path, wandb_home):
     """The first job waits init_timeout and records offline; the sweep remembers why in its
     folder, so the next job (in any process) goes straight to offline with one warning."""
