@@ -18,7 +18,8 @@ Conventions used throughout:
   ``count/n * |accuracy - mean confidence|``.
 
 ROC, AUC, the calibration curve, the confusion matrix and precision / recall / F1 are
-scikit-learn's; the Wilson interval and ECE (which scikit-learn does not provide) are here.
+scikit-learn's, the exact McNemar test SciPy's binomial test; the Wilson interval, ECE and the
+chance spread of group accuracies (which neither library provides) are here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.ticker import PercentFormatter
+from scipy.stats import binomtest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
@@ -41,6 +43,7 @@ from gender.plots import new_figure, save_png
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 EPS = 1e-7  # probability clip for the log loss, same as Keras' epsilon
 N_BINS = 15
+CHANCE_DRAWS = 20_000  # simulated evaluations per spread: its p-value is then good to about 0.003
 
 
 # --------------------------------------------------------------------------- metrics
@@ -192,6 +195,9 @@ def evaluate_predictions(
     if groups is not None:
         columns = dict(groups) if isinstance(groups, Mapping) else {"group": groups}
         result["groups_by"] = {col: group_accuracy(correct, labels) for col, labels in columns.items()}
+        result["group_spread"] = {
+            col: spread for col, by in result["groups_by"].items() if (spread := group_spread(by))
+        }
         given = [col for col in columns if col != "kind"]  # kind: added by evaluate itself
         if given:
             result["per_group"] = result["groups_by"][given[0]]
@@ -214,6 +220,61 @@ def group_accuracy(correct: np.ndarray, labels: Sequence[Any]) -> dict[str, dict
         n, k = int(mask.sum()), int(correct[mask].sum())
         out[name] = {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci95": wilson_interval(k, n)}
     return out
+
+
+def group_spread(groups: Mapping[str, Mapping[str, Any]], seed: int = 0) -> dict[str, Any] | None:
+    """How far apart the groups' accuracies are, and how far apart chance alone would put them.
+
+    With a few dozen images per group the best and the worst group differ by many points even
+    when the model serves every group equally well, so a gap is only evidence when it is larger
+    than that. Chance is simulated (neither SciPy nor scikit-learn tests the range of several
+    binomial proportions): every group gets the pooled accuracy and its own ``n``, and
+    ``CHANCE_DRAWS`` evaluations are drawn with a fixed seed, so the figures repeat exactly.
+    ``p_value`` is the share of those with a spread at least the one measured. None for fewer
+    than two groups.
+    """
+    named = [(name, int(m["n"]), int(m["correct"])) for name, m in groups.items() if int(m["n"]) > 0]
+    if len(named) < 2:
+        return None
+    n = np.array([x[1] for x in named])
+    acc = np.array([x[2] for x in named]) / n
+    pooled = sum(x[2] for x in named) / n.sum()
+    draws = np.random.default_rng(seed).binomial(n, pooled, size=(CHANCE_DRAWS, n.size)) / n
+    chance = draws.max(axis=1) - draws.min(axis=1)
+    spread = float(acc.max() - acc.min())
+    return {
+        "spread": spread,
+        "lowest": named[int(acc.argmin())][0],
+        "highest": named[int(acc.argmax())][0],
+        "pooled_accuracy": float(pooled),
+        "chance_median": float(np.median(chance)),
+        "chance_95": float(np.quantile(chance, 0.95)),
+        "p_value": float(np.mean(chance >= spread - 1e-12)),
+    }
+
+
+def paired_comparison(model_correct: Sequence[bool], other_correct: Sequence[bool]) -> dict[str, Any]:
+    """Two classifiers on the same images: where they disagree, and whether either wins.
+
+    Separate intervals overlap long before two models differ; the paired (McNemar) view only
+    counts the images one gets right and the other wrong, and tests them with an exact binomial
+    test (equal counts expected when neither is better).
+    """
+    a = np.asarray(model_correct, dtype=bool)
+    b = np.asarray(other_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"{a.size} model results but {b.size} for the other model")
+    only_model, only_other = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    discordant = only_model + only_other
+    return {
+        "n": int(a.size),
+        "both_right": int(np.sum(a & b)),
+        "only_model_right": only_model,
+        "only_other_right": only_other,
+        "both_wrong": int(np.sum(~a & ~b)),
+        "difference": (only_model - only_other) / a.size if a.size else 0.0,
+        "p_value": float(binomtest(only_model, discordant, 0.5).pvalue) if discordant else 1.0,
+    }
 
 
 # --------------------------------------------------------------------------- text
@@ -263,6 +324,8 @@ def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None
             if col in ref and g in ref[col]:
                 line += f"{ref[col][g]['accuracy']:>12.4f}"
             lines.append(line)
+        if spread := result.get("group_spread", {}).get(col):
+            lines.append(_spread_line(spread))
     if reference:
         lo, hi = reference["accuracy_ci95"]
         lines += [
@@ -270,7 +333,21 @@ def format_report(result: Mapping[str, Any], reference: Mapping[str, Any] | None
             f"  reference ({reference['name']}): accuracy {reference['accuracy']:.4f} "
             f"(95% CI {lo:.4f} - {hi:.4f}) on the same {reference['n']} images",
         ]
+        if paired := reference.get("paired"):
+            lines.append(
+                f"  paired: the model alone right on {paired['only_model_right']}, the reference alone "
+                f"on {paired['only_other_right']} (difference {100 * paired['difference']:+.1f} points, "
+                f"exact McNemar p = {paired['p_value']:.3f})"
+            )
     return "\n".join(lines)
+
+
+def _spread_line(spread: Mapping[str, Any]) -> str:
+    return (
+        f"  spread {100 * spread['spread']:.1f} points ({spread['lowest']} to {spread['highest']}); "
+        f"equal accuracy everywhere would give {100 * spread['chance_median']:.1f} by chance "
+        f"(95%: up to {100 * spread['chance_95']:.1f}), p = {spread['p_value']:.3f}"
+    )
 
 
 def most_confident_mistakes(

@@ -94,10 +94,13 @@ def score_reference(
     y = [rows[i]["true"] for i in kept]
     columns = {col: [rows[i]["groups"][col] for i in kept] for col in rows[kept[0]]["groups"]}
     result = ev.evaluate_predictions(y, probs, class_names, groups=columns or None, threshold=threshold)
-    keep = ("n", "accuracy", "accuracy_ci95", "roc_auc", "ece", "per_class", "groups_by")
+    keep = ("n", "accuracy", "accuracy_ci95", "roc_auc", "ece", "per_class", "groups_by", "group_spread")
+    model_right = [rows[i]["pred"] == rows[i]["true"] for i in kept]
+    reference_right = [(p >= threshold) == bool(t) for p, t in zip(probs, y, strict=True)]
     return {
         "name": reference.name,
         **{k: result[k] for k in keep if k in result},
+        "paired": ev.paired_comparison(model_right, reference_right),
         "no_face_found": reference.no_face,
         "n_skipped": len(rows) - len(kept),
     }

@@ -127,6 +127,46 @@ def test_format_report_mentions_everything():
         assert needle in text
 
 
+def test_group_spread_against_chance():
+    # two groups of one image each at a pooled accuracy of 1/2: chance puts them apart half the time
+    one_each = {"a": {"n": 1, "correct": 1}, "b": {"n": 1, "correct": 0}}
+    s = ev.group_spread(one_each)
+    assert (s["spread"], s["lowest"], s["highest"]) == (1.0, "b", "a")
+    assert s["p_value"] == pytest.approx(0.5, abs=0.015) and s["chance_95"] == 1.0
+    assert ev.group_spread(one_each) == s  # seeded: the same figures every time
+
+    # 100 images per group: 90% against 60% is no accident, 82% against 78% is
+    far = ev.group_spread({"x": {"n": 100, "correct": 90}, "y": {"n": 100, "correct": 60}})
+    near = ev.group_spread({"x": {"n": 100, "correct": 82}, "y": {"n": 100, "correct": 78}})
+    assert far["spread"] == pytest.approx(0.30) and far["p_value"] < 0.001
+    assert near["spread"] == pytest.approx(0.04) and near["p_value"] > 0.4
+    assert near["chance_median"] < near["chance_95"] < 0.15
+    assert ev.group_spread({"only": {"n": 5, "correct": 3}}) is None
+
+
+def test_group_spread_in_results_and_report():
+    r = ev.evaluate_predictions(Y, P, NAMES, groups=["a"] * 3 + ["b"] * 5)
+    spread = r["group_spread"]["group"]
+    assert spread["spread"] == pytest.approx(4 / 5 - 2 / 3)
+    assert spread["pooled_accuracy"] == pytest.approx(r["accuracy"])
+    assert "spread 13.3 points (a to b)" in ev.format_report(r)
+    json.dumps(r)
+
+
+def test_paired_comparison_is_an_exact_mcnemar_test():
+    model = [True] * 10 + [False] * 2 + [True] * 5
+    other = [False] * 10 + [True] * 2 + [True] * 5
+    p = ev.paired_comparison(model, other)
+    counts = ("n", "both_right", "only_model_right", "only_other_right", "both_wrong")
+    assert [p[k] for k in counts] == [17, 5, 10, 2, 0]
+    assert p["difference"] == pytest.approx(8 / 17)
+    # two-sided exact binomial test of 10 against 2 discordant pairs: 2 * P(X <= 2 | 12, 1/2)
+    assert p["p_value"] == pytest.approx(2 * (1 + 12 + 66) / 2**12)
+    assert ev.paired_comparison([True, False], [True, False])["p_value"] == 1.0  # no disagreement
+    with pytest.raises(ValueError, match="3 model results but 2"):
+        ev.paired_comparison([True] * 3, [True] * 2)
+
+
 def test_most_confident_mistakes_order():
     assert ev.most_confident_mistakes(Y, P).tolist() == [6, 2]  # conf .70 then .65
 

