@@ -44,12 +44,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: The CPU features that decide how fast training is (float32 vs native bfloat16, docs/speed.md):
+#: two machines with the same ``cpu_model`` ("AMD EPYC") trained 3x apart for the lack of these.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``CPU_FLAGS`` /proc/cpuinfo lists (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def machine() -> dict[str, Any]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }

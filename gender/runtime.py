@@ -16,8 +16,12 @@ from gender.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def configure_runtime(trainer_cfg: Any, seed: int) -> None:
-    """Threads, determinism, precision and seeds: process-wide TF state, set before any op runs."""
+def configure_runtime(trainer_cfg: Any, seed: int, started_in: str | None = None) -> str:
+    """Threads, determinism, precision and seeds: process-wide TF state, set before any op runs.
+
+    Returns the Keras dtype policy set. ``started_in``: the policy a resumed run started with; with
+    ``trainer.mixed_precision=auto`` the run keeps it, so its remaining epochs compute what its
+    first ones did even on another machine (``auto`` there might pick another precision)."""
     import keras
     import tensorflow as tf
 
@@ -62,7 +66,15 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
         tf_config.disable_op_determinism()
     asked = trainer_cfg.get("mixed_precision")
     policy = dtype_policy(asked)
-    if policy == "auto":
+    if policy == "auto" and started_in:
+        policy = started_in
+        if policy != "float32" and policy not in native_policies():
+            log.warning(
+                "this run started in %s and continues in it, although this machine does not run it "
+                "natively: its remaining epochs are far slower than they were (docs/speed.md)",
+                policy.removeprefix("mixed_"),
+            )
+    elif policy == "auto":
         policy = native_dtype_policy()
     elif policy != "float32" and policy not in native_policies():
         log.warning(
@@ -74,6 +86,7 @@ def configure_runtime(trainer_cfg: Any, seed: int) -> None:
         )
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(int(seed))
+    return policy
 
 
 def native_half_precision(gpu_capability: tuple[int, int] | None, cpu_flags: str) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from gender.checkpoints import (
 from gender.config import validate
 from gender.errors import FinishedRunError, UserError
 from gender.evaluation import format_report
-from gender.io import atomic_path, write_json
+from gender.io import atomic_path, read_json, write_json
 from gender.optimizer import build_optimizer
 from gender.plots import plot_learning_curves
 from gender.runtime import configure_runtime, distribution_strategy
@@ -57,12 +57,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "a finished run is never overwritten: choose another hydra.run.dir"
         )
     (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
+    first = read_json(run_dir / "environment.json")  # there already: this run is being resumed
     env = environment.describe(int(cfg.seed))
-    write_json(env, run_dir / "environment.json")
     with Tracker.start(cfg, run_dir, job_type="train") as tracker:
-        tracker.log_config({"environment": env})
         started = time.perf_counter()
-        configure_runtime(cfg.trainer, cfg.seed)
+        env["dtype_policy"] = configure_runtime(cfg.trainer, cfg.seed, (first or {}).get("dtype_policy"))
+        # where the run started stays on top; each resume adds the machine it continued on
+        resumes = [] if first is None else [*first.get("resumed_on", []), env]
+        write_json(env if first is None else {**first, "resumed_on": resumes}, run_dir / "environment.json")
+        tracker.log_config({"environment": env})
         ds = prepare_data(cfg, run_dir)
         job = build(cfg, ds)
         history, fit_seconds = fit(cfg, run_dir, ds, job, tracker)

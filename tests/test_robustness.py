@@ -76,6 +76,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     a = json.loads((whole / "metrics.json").read_text())
     b = json.loads((broken / "metrics.json").read_text())
     assert comparable(a) | {"split_sizes": 0} == comparable(b) | {"split_sizes": 0}
+    # where the run started stays recorded; the resume adds the machine it continued on
+    env = json.loads((broken / "environment.json").read_text())
+    assert len(env["resumed_on"]) == 1 and env["resumed_on"][0]["dtype_policy"] == env["dtype_policy"]
 
 
 def test_resume_refuses_a_finished_run(tmp_path):

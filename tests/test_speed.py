@@ -191,6 +191,37 @@ def test_automatic_precision_is_what_the_machine_runs_natively(tmp_path, images,
     assert metrics["runtime"]["dtype_policy"] == expected
 
 
+def test_a_resumed_run_keeps_the_precision_it_started_in(caplog):
+    """mixed_precision=auto picks by machine; a run resumed on another machine must not switch."""
+    import keras
+
+    from gender.runtime import configure_runtime, native_dtype_policy
+
+    auto = {"mixed_precision": "auto"}
+    try:
+        assert configure_runtime(auto, 0) == native_dtype_policy()
+        assert configure_runtime(auto, 0, started_in="float32") == "float32"
+        assert keras.mixed_precision.global_policy().name == "float32"
+        other = "mixed_bfloat16" if native_dtype_policy() == "float32" else "float32"
+        assert configure_runtime(auto, 0, started_in=other) == other
+        assert keras.mixed_precision.global_policy().name == other
+        if other != "float32":  # a precision this machine emulates: said once, slow but faithful
+            assert "this run started in bfloat16 and continues in it" in caplog.text
+        # an explicit setting is the user's choice, as on any run
+        assert configure_runtime({"mixed_precision": False}, 0, started_in=other) == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_environment_names_the_cpu_features_that_set_the_speed():
+    from gender.environment import CPU_FLAGS, describe
+
+    env = describe(7)
+    assert env["seed"] == 7 and set(env["cpu_flags"]) <= set(CPU_FLAGS)
+    if "avx512_bf16" in Path("/proc/cpuinfo").read_text():
+        assert "avx512_bf16" in env["cpu_flags"]
+
+
 def test_native_half_precision_follows_the_hardware():
     from gender.runtime import native_half_precision
 
