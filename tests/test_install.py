@@ -114,7 +114,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("install")
     src = base / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(PROJECT_ROOT / name, src / name)
     for package in ("gender", "hydra_plugins"):
         if (PROJECT_ROOT / package).is_dir():
