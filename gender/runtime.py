@@ -7,9 +7,9 @@ is imported inside each function, so importing this module stays cheap.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
+from gender import environment
 from gender.config import dtype_policy
 from gender.errors import UserError
 
@@ -113,10 +113,8 @@ def native_policies() -> tuple[str, ...]:
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
         return native_half_precision(tuple(capability or (0, 0)), "")
-    try:
-        return native_half_precision(None, Path("/proc/cpuinfo").read_text())
-    except OSError:  # not Linux: no cheap way to tell
-        return ()
+    # the flags environment.json records; none off Linux (no cheap way to tell there)
+    return native_half_precision(None, " ".join(environment.cpu_flags()))
 
 
 def native_dtype_policy() -> str:

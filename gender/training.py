@@ -63,8 +63,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         started = time.perf_counter()
         env["dtype_policy"] = configure_runtime(cfg.trainer, cfg.seed, (first or {}).get("dtype_policy"))
         # where the run started stays on top; each resume adds the machine it continued on
-        resumes = [] if first is None else [*first.get("resumed_on", []), env]
-        write_json(env if first is None else {**first, "resumed_on": resumes}, run_dir / "environment.json")
+        record = env if first is None else {**first, "resumed_on": [*first.get("resumed_on", []), env]}
+        write_json(record, run_dir / "environment.json")
         tracker.log_config({"environment": env})
         ds = prepare_data(cfg, run_dir)
         job = build(cfg, ds)
