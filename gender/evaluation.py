@@ -497,7 +497,10 @@ def plot_mistakes(
         return save_png(fig, path)
     cols = int(math.ceil(math.sqrt(len(idx))))
     rows = int(math.ceil(len(idx) / cols))
-    fig = new_figure(2.2 * cols, 2.5 * rows)
+    # a fixed grid, placed here: constrained layout's solver costs more than the whole figure
+    height = 2.5 * rows + 0.5
+    fig = new_figure(2.2 * cols, height, layout=None)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.8 / height, wspace=0.1, hspace=0.35)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -509,5 +512,5 @@ def plot_mistakes(
         pred = int(p[i] >= threshold)
         conf = p[i] if pred == 1 else 1.0 - p[i]
         ax.set_title(f"true: {class_names[y[i]]}\npred: {class_names[pred]} ({conf:.2f})", fontsize=9)
-    fig.suptitle(f"Most confident mistakes ({len(idx)} shown)")
+    fig.suptitle(f"Most confident mistakes ({len(idx)} shown)", y=1 - 0.08 / height, va="top")
     return save_png(fig, path)

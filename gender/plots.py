@@ -23,9 +23,9 @@ from gender.io import atomic_path
 DPI = 110
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A figure with constrained layout on its own Agg canvas."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A figure on its own Agg canvas; constrained layout unless the caller places the axes."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compose_cfg, interrupt_after, make_images, run_cli
+from helpers import cli_in_process, compose_cfg, interrupt_after, make_images, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -562,14 +562,15 @@ def test_a_given_test_split_of_one_class_is_a_loud_warning(tmp_path, capsys):
         (["trainer.class_weight=equal"], "trainer.class_weight=equal is invalid"),
     ],
 )
-def test_config_mistakes_are_one_line_before_any_data_is_read(tmp_path, overrides, expected):
+def test_config_mistakes_are_one_line_before_any_data_is_read(tmp_path, capsys, overrides, expected):
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    proc = cli_in_process(
         "gender.run",
         "logger=none",
         *overrides,
         f"paths.cache_dir={tmp_path / 'c'}",
         f"hydra.run.dir={run_dir}",
+        capsys=capsys,
     )
     assert_one_line(proc, 2, expected)
     assert not run_dir.exists() and not (tmp_path / "c").exists()

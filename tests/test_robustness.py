@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import compose_cfg, interrupt_after, run_cli
+from helpers import cli_in_process, compose_cfg, interrupt_after, run_cli
 
 from gender import PROJECT_ROOT
 from gender.training import train
@@ -105,18 +105,37 @@ def test_resume_refuses_a_finished_run(tmp_path):
         ("optimizer.learning_rate=0.1", "optimizer.learning_rate is not a config key; keys in optimizer:"),
         ("augmentation.placement=gpu", "allowed values are pipeline, model"),
         ("trainer.mixed_precision=half", "allowed values are false, true, float16, bfloat16, auto"),
-        ("data.classes.male=[nobody]", "data.classes.male: folder 'nobody' not found"),
     ],
 )
-def test_config_mistakes_exit_with_one_line(tmp_path, override, expected):
-    proc = run_cli(
+def test_config_mistakes_exit_with_one_line(tmp_path, capsys, override, expected):
+    proc = cli_in_process(
         "gender.run",
         "debug=tiny",
         "logger=none",
         f"paths.cache_dir={tmp_path}",
         override,
         f"hydra.run.dir={tmp_path / 'run'}",
+        capsys=capsys,
     )
+    assert_one_line(proc, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mistake_found_in_the_job_is_one_line_from_the_real_cli(tmp_path):
+    """A class folder that is not there is found once the job reads the data root: the same one
+    line, through a real interpreter."""
+    proc = run_cli(
+        "gender.run",
+        "debug=tiny",
+        "logger=none",
+        f"paths.cache_dir={tmp_path}",
+        "data.classes.male=[nobody]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_one_line(proc, "data.classes.male: folder 'nobody' not found")
+
+
+def assert_one_line(proc, expected):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]

@@ -3,6 +3,7 @@ configs, generated image folders, a model with known predictions, the CLI run as
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -63,6 +64,24 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+def cli_in_process(module: str, *args: str, capsys) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` through the command's own entrypoint in this process: the
+    code path of ``run_cli`` without a fresh interpreter's 5 s of imports. Only for checks that
+    end before a job starts (a config mistake's one line); a job in-process would leave Hydra's
+    logging set up here."""
+    argv = sys.argv
+    sys.argv = [module, *args]
+    try:
+        importlib.import_module(module).cli()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([module, *args], code, out, err)
 
 
 def save_tiny_model(path: Path) -> Path:
