@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gender.errors import UserError
+from gender.face import FaceSettings
 
 CHOICES = {  # null is allowed too
     "augmentation.placement": ("pipeline", "model"),
@@ -263,8 +264,6 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     if start is not None and (not _int_value(start) or start < 1):
         raise UserError(f"optimizer.ema_start_epoch={start} is invalid: must be an integer >= 1")
     if _get(cfg, "data") is not None:
-        from gender.face import FaceSettings
-
         FaceSettings.from_config(cfg.data)  # data.face, data.face_margin, data.face_detector
     # the seed CNN halves the image at each of its pooling layers: below 2^n pixels a side,
     # Keras fails while building the model, after the data was decoded

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gender import evaluation as ev
 from gender.data import open_rgb
 from gender.errors import UserError
 
@@ -80,8 +81,6 @@ def score_reference(
     reference: AgeAndGenderReference, rows: Sequence[dict], class_names: Sequence[str], threshold: float = 0.5
 ) -> dict:
     """The reference's metrics on the images the user's model was scored on, with the same groups."""
-    from gender import evaluation as ev
-
     probs, kept = [], []
     for i, row in enumerate(rows):
         try:

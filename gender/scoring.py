@@ -38,6 +38,7 @@ from gender.io import write_csv, write_json
 from gender.progress import progress
 from gender.reference import load_reference, score_reference
 from gender.task import job_info
+from gender.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -416,8 +417,6 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         **result,
     }
     write_json(metrics, out / "metrics.json")
-    from gender.tracking import Tracker
-
     with Tracker.start(cfg, out, job_type="evaluate") as tracker:  # a W&B run of job_type evaluate
         tracker.use_model(resolve_model_path(cfg.model_path))  # lineage: the run that trained it
         tracker.log_summary({k: v for k, v in metrics.items() if not isinstance(v, dict | list)})
