@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli_in_process, compose_cfg, interrupt_after, make_images, run_cli
+from helpers import assert_one_line, cli_in_process, compose_cfg, interrupt_after, make_images, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -44,19 +44,6 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def assert_one_line(proc: subprocess.CompletedProcess, rc: int, expected: str) -> str:
-    """Exit code ``rc``, exactly one ``error:`` line holding ``expected``, no traceback."""
-    lines = error_lines(proc.stderr)
-    assert proc.returncode == rc, proc.stderr[-3000:]
-    assert len(lines) == 1 and expected in lines[0], proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
-    return lines[0]
 
 
 def compose_app(name: str, *overrides: str):

@@ -66,6 +66,15 @@ def run_cli(
     )
 
 
+def assert_one_line(proc: subprocess.CompletedProcess, rc: int, expected: str) -> str:
+    """Exit code ``rc``, exactly one ``error:`` line holding ``expected``, no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == rc, proc.stderr[-3000:]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    return lines[0]
+
+
 def cli_in_process(module: str, *args: str, capsys) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` through the command's own entrypoint in this process: the
     code path of ``run_cli`` without a fresh interpreter's 5 s of imports. Only for checks that
