@@ -143,6 +143,15 @@ def resolve_root(data_cfg: Any) -> Path:
     return Path(data_cfg.root)
 
 
+def check_root(root: str | os.PathLike) -> Path:
+    """The data root as an absolute path; a missing or empty one is one line saying where to get data."""
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir() or not any(root.iterdir()):
+        state = "does not exist" if not root.exists() else "is empty"
+        raise UserError(f"data.root={root} {state}: {DATA_HELP}")
+    return root
+
+
 def discover(data_cfg: Any, root: Path | None = None, report: DataReport | None = None) -> list[Sample]:
     """Every file of every configured class folder, labelled by ``data.classes`` order.
 
@@ -150,10 +159,7 @@ def discover(data_cfg: Any, root: Path | None = None, report: DataReport | None 
     so several sources may feed one class. A subfolder of the root that maps to no class is an error
     unless listed in ``data.ignore_dirs``: silently dropping it could hide half a dataset.
     """
-    root = Path(root if root is not None else data_cfg.root).expanduser().absolute()
-    if not root.is_dir() or not any(root.iterdir()):
-        state = "does not exist" if not root.exists() else "is empty"
-        raise UserError(f"data.root={root} {state}: {DATA_HELP}")
+    root = check_root(root if root is not None else data_cfg.root)
     classes = dict(data_cfg.classes)
     if len(classes) != 2:
         raise UserError(f"data.classes must name exactly 2 classes, got {list(classes)}")

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from gender.errors import UserError
 from gender.face import FaceSettings
+from gender.log import quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def load_model(path: str | os.PathLike[str]) -> Any:
     instead of being executed.
     """
     model_file = resolve_model_path(path)
+    quiet_tensorflow()  # TensorFlow starts here, its start-up lines filtered
     import keras
 
     import gender.model  # noqa: F401 - registers MirrorImage, used by test-time-flip models

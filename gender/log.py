@@ -61,9 +61,12 @@ def _gpu_installed() -> bool:
 def quiet_tensorflow() -> None:
     """Import TensorFlow and probe its devices with the native start-up lines filtered out.
 
-    Call it at the start of a job, before anything imports TensorFlow or Keras; later calls, or a
-    call after TensorFlow is already loaded, do nothing. Listing the physical devices does not
-    initialise the runtime, so thread settings and logical devices can still be set afterwards.
+    The job's two gates to TensorFlow call it: ``runtime.configure_runtime`` (training, resume,
+    bench) and ``inference.load_model`` (evaluate, predict). Not at the job's start: a mistake the
+    job finds first (a bad path or setting) is then one line without waiting for the import
+    (5-10 s on a small CPU). Later calls, or a call after TensorFlow is already loaded, do nothing.
+    Listing the physical devices does not initialise the runtime, so thread settings and logical
+    devices can still be set afterwards.
     """
     if "tensorflow" in sys.modules:  # imported already: its start-up lines are out
         return

@@ -12,6 +12,7 @@ from typing import Any
 from gender import environment
 from gender.config import dtype_policy
 from gender.errors import UserError
+from gender.log import quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def configure_runtime(trainer_cfg: Any, seed: int, started_in: str | None = None
     Returns the Keras dtype policy set. ``started_in``: the policy a resumed run started with; with
     ``trainer.mixed_precision=auto`` the run keeps it, so its remaining epochs compute what its
     first ones did even on another machine (``auto`` there might pick another precision)."""
+    quiet_tensorflow()  # TensorFlow starts here, its start-up lines filtered
     import keras
     import tensorflow as tf
 

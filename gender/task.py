@@ -1,9 +1,9 @@
 """The one wrapper every command's Hydra task runs in, and the one reader of Hydra's job state.
 
-``task_wrapper`` (after lightning-hydra-template's) quiets TensorFlow's start-up lines, hands the
-task its ``JobInfo``, and turns a failure into what the user should see: one ``error:`` line for
-a mistake they can fix, the resume command after Ctrl-C, ``failure.json`` + ``error.txt`` in a
-training run's folder so sweep summaries list it. ``job_info`` is the only place that reads
+``task_wrapper`` (after lightning-hydra-template's) hands the task its ``JobInfo`` and turns a
+failure into what the user should see: one ``error:`` line for a mistake they can fix, the resume
+command after Ctrl-C, ``failure.json`` + ``error.txt`` in a training run's folder so sweep
+summaries list it. ``job_info`` is the only place that reads
 ``HydraConfig``; outside a Hydra job (tests, other tools calling the library) it is empty.
 """
 
@@ -31,7 +31,6 @@ from gender.errors import (
     write_error,
 )
 from gender.io import atomic_path, write_json
-from gender.log import quiet_tensorflow
 
 T = TypeVar("T")
 
@@ -86,7 +85,6 @@ def task_wrapper(
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> T:
-        quiet_tensorflow()
         job = job_info()
         try:
             return task(cfg, job)

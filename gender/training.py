@@ -56,6 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{run_dir} already holds a finished run (metrics.json); "
             "a finished run is never overwritten: choose another hydra.run.dir"
         )
+    if not cfg.data.get("synthetic"):  # a wrong path: one line before TensorFlow and tracking start
+        gdata.check_root(cfg.data.root)
     (run_dir / "failure.json").unlink(missing_ok=True)  # a resumed run is no longer failed
     first = read_json(run_dir / "environment.json")  # there already: this run is being resumed
     env = environment.describe(int(cfg.seed))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import NOISE, run_cli
 
 from gender.extras import missing_extra, single_run_overrides
 from gender.log import BelowLevel, ConsoleFormatter, startup_lines_to_keep
@@ -29,7 +29,6 @@ with the appropriate compiler flags.
 W0000 00:00:1795872197.195791   14257 gpu_device.cc:2344] Cannot dlopen some GPU libraries.
 E0000 00:00:1795872198.755821   14257 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error
 """
-NOISE = re.compile(r"absl::InitializeLog|oneDNN|cuda drivers|cuInit|^[IW]\d{4} \d\d:\d\d:")
 
 
 def test_startup_noise_is_dropped_and_the_rest_kept():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import NOISE, run_cli
 from helpers.faces import draw_face_photo
 from PIL import Image
 
@@ -210,6 +210,7 @@ def test_cli_positional_inputs(model_file, images, tmp_path):
     assert rows[0]["class"] == "female" and float(rows[0]["probability"]) > 0.9
     assert rows[1]["class"] == "" and rows[1]["status"].startswith("error: ")
     assert rows[3]["status"] == "error: not found"
+    assert [line for line in proc.stderr.splitlines() if NOISE.search(line)] == []
 
 
 def test_cli_without_inputs_is_a_user_error(model_file, tmp_path):

@@ -583,15 +583,32 @@ def test_scoring_settings_are_checked_before_any_image_is_read(tmp_path, app, ov
     assert expected in str(info.value)
 
 
-def test_predict_batch_size_zero_is_one_line_at_the_command_line(tmp_path):
-    proc = run_cli(
-        "gender.predict",
-        f"model_path={tmp_path}",
-        "a.png",
-        "batch_size=0",
-        f"hydra.run.dir={tmp_path / 'out'}",
+@pytest.mark.parametrize(
+    ("module", "args", "expected"),
+    [
+        ("gender.run", ["logger=wandb", "data.root={tmp}/nowhere"], "nowhere does not exist: get the data"),
+        ("gender.predict", ["model_path={tmp}", "a.png", "batch_size=0"], "batch_size=0 is invalid"),
+        ("gender.evaluate", ["model_path={tmp}/missing"], "model_path={tmp}/missing does not exist"),
+    ],
+)
+def test_a_mistake_the_job_finds_is_one_line_before_tensorflow_starts(tmp_path, module, args, expected):
+    """Mistakes a job finds before it needs TensorFlow come back in about a second: the command's
+    real entrypoint in a fresh interpreter, which reports whether TensorFlow (or a W&B run) started."""
+    argv = [module, *(a.format(tmp=tmp_path) for a in args), f"hydra.run.dir={tmp_path / 'out'}"]
+    expected = expected.format(tmp=tmp_path)
+    code = (
+        "import importlib, sys\n"
+        f"sys.argv = {argv!r}\n"
+        "try:\n"
+        f"    importlib.import_module({module!r}).cli()\n"
+        "finally:\n"
+        "    print('started:', 'tensorflow' in sys.modules, 'wandb' in sys.modules, file=sys.stderr)\n"
     )
-    assert_one_line(proc, 2, "batch_size=0 is invalid")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    line = assert_one_line(proc, 2, expected)
+    assert proc.stderr.splitlines()[-1] == "started: False False", proc.stderr[-2000:]
+    assert module != "gender.run" or "data=synthetic" in line  # the way to try without data
 
 
 # ------------------------------------- 8. a full disk or an unwritable folder: one line

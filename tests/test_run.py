@@ -54,16 +54,6 @@ def test_cli_run_writes_every_output(tmp_path):
     assert not (run_dir / "wandb").exists()  # logger=none writes no W&B files
 
 
-def test_missing_data_root_is_one_clear_line(tmp_path):
-    proc = run_cli(
-        "gender.run", "logger=none", f"data.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"
-    )
-    assert proc.returncode == 2
-    err = proc.stderr.strip().splitlines()
-    assert err[-1].startswith("error: data.root=") and "data=synthetic" in err[-1]
-    assert "Traceback" not in proc.stderr
-
-
 @pytest.mark.slow
 def test_train_function_on_a_folder_with_sgd_and_no_augmentation(tmp_path):
     """``train(cfg)`` is a plain function: tests and tools call it without the CLI."""

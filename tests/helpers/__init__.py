@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from PIL import Image
 from gender import CONF_DIR, PROJECT_ROOT
 
 REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "genderface"
+#: TensorFlow's native start-up lines, which no command may print
+NOISE = re.compile(r"absl::InitializeLog|oneDNN|cuda drivers|cuInit|^[IW]\d{4} \d\d:\d\d:")
 
 
 def compose_cfg(
