@@ -3,8 +3,9 @@
 ``task_wrapper`` (after lightning-hydra-template's) hands the task its ``JobInfo`` and turns a
 failure into what the user should see: one ``error:`` line for a mistake they can fix, the resume
 command after Ctrl-C, ``failure.json`` + ``error.txt`` in a training run's folder so sweep
-summaries list it. ``job_info`` is the only place that reads
-``HydraConfig``; outside a Hydra job (tests, other tools calling the library) it is empty.
+summaries list it. ``job_info`` is the only place that reads ``HydraConfig``; outside a Hydra job
+(tests, other tools calling the library) it is empty. TensorFlow is not started here but where the
+task first needs it (``log.quiet_tensorflow``).
 """
 
 from __future__ import annotations
