@@ -140,6 +140,20 @@ def _validate(
     return y.astype(int), p
 
 
+#: group columns scoring adds by itself (the original image size; whether the face stage found a face)
+AUTO_COLUMNS = ("kind", "face")
+
+
+def face_found_column(no_face: Sequence[bool] | np.ndarray) -> list[str] | None:
+    """A "found" / "not found" label per image, when the face stage missed some but not all: the
+    images it missed are scored whole, framed unlike the aligned faces the model trained on, so
+    their accuracy must not hide inside the total."""
+    missed = np.asarray(no_face, dtype=bool)
+    if not 0 < missed.sum() < missed.size:
+        return None
+    return ["not found" if m else "found" for m in missed]
+
+
 def evaluate_predictions(
     y_true: Sequence[int] | np.ndarray,
     prob: Sequence[float] | np.ndarray,
@@ -198,7 +212,7 @@ def evaluate_predictions(
         result["group_spread"] = {
             col: spread for col, by in result["groups_by"].items() if (spread := group_spread(by))
         }
-        given = [col for col in columns if col != "kind"]  # kind: added by evaluate itself
+        given = [col for col in columns if col not in AUTO_COLUMNS]
         if given:
             result["per_group"] = result["groups_by"][given[0]]
     return result

@@ -151,6 +151,10 @@ def evaluate_model_with_rows(
         kinds = image_kinds([kind.get(s.path, "") for s in samples])
         if len(set(kinds)) > 1:
             columns.setdefault("kind", kinds)
+        missed = set(no_face)
+        found = ev.face_found_column([s.path in missed for s in samples]) if face and face.active else None
+        if found:
+            columns.setdefault("face", found)
     by_column = {col: [labels[i] for i in kept] for col, labels in columns.items()}
     g = next(iter(by_column.values()), None)
     result = ev.evaluate_predictions(y, p, class_names, groups=by_column or None, threshold=threshold)

@@ -33,7 +33,7 @@ from gender.checkpoints import (
 )
 from gender.config import validate
 from gender.errors import FinishedRunError, UserError
-from gender.evaluation import format_report
+from gender.evaluation import face_found_column, format_report
 from gender.io import atomic_path, read_json, write_json
 from gender.optimizer import build_optimizer
 from gender.plots import plot_learning_curves
@@ -249,8 +249,8 @@ def keep_best(
 
 
 def score_test(cfg: DictConfig, run_dir: Path, ds, model) -> tuple[dict[str, Any], list]:
-    """Accuracy, intervals, calibration and figures on the test split, per source and per kind of
-    image as well; nothing when the split has no test part."""
+    """Accuracy, intervals, calibration and figures on the test split, per source, kind of image
+    and whether the face stage found a face as well; nothing when the split has no test part."""
     if not ds.splits["test"]:
         return {}, []
 
@@ -260,6 +260,8 @@ def score_test(cfg: DictConfig, run_dir: Path, ds, model) -> tuple[dict[str, Any
     test_kinds = [kinds[i] for i in ds.indices["test"]]
     if len(set(test_kinds)) > 1:
         groups["kind"] = test_kinds  # tight crops vs photos: one number must not hide either
+    if found := face_found_column(ds.cache.no_face[ds.indices["test"]]):
+        groups["face"] = found
     result, rows = evaluate_model_with_rows(
         model,
         test,

@@ -153,6 +153,47 @@ def test_group_by_any_column_of_a_labels_file(tmp_path):
         read_groups_csv(tmp_path / "labels.csv", samples, ["gender"])
 
 
+@pytest.mark.slow
+def test_images_without_a_face_are_their_own_group_in_evaluate_and_training(tmp_path, capsys):
+    """The images the face stage misses are scored whole, framed unlike the aligned faces: their
+    accuracy is a row of its own in evaluate's report and a training run's test figures."""
+    import re
+
+    from gender.evaluation import face_found_column
+    from gender.scoring import run_evaluation
+    from gender.training import train
+
+    root = make_images(tmp_path / "data", {"man": 8, "woman": 8}, size=48)  # no face in these
+    for c, cls in enumerate(("man", "woman")):
+        for i in range(8):  # faces the detector finds, each drawn once (no duplicates across classes)
+            face = draw_face_photo(size=(200, 200), center=(100, 105), r=56 + 2 * i + c)
+            face.save(root / cls / f"f{i}.jpg")
+    folder = ["data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"]
+    save_tiny_model(tmp_path / "tiny.keras")
+    cfg = compose_cfg(
+        f"model_path={tmp_path / 'tiny.keras'}",
+        *folder,
+        "face=align",
+        "logger=none",
+        "mistakes=0",
+        config_name="evaluate",
+    )
+    metrics = run_evaluation(cfg, tmp_path / "out")
+    faces = metrics["groups_by"]["face"]
+    assert {g: m["n"] for g, m in faces.items()} == {"found": 16, "not found": 16}
+    assert metrics["face"]["no_face_found"] == 16
+    assert "per_group" not in metrics  # a column evaluate adds itself is not the user's grouping
+    assert re.search(r"^  not found +16 ", capsys.readouterr().out, re.M)
+
+    split = ["data.split.train=0.5", "data.split.val=0.25", "data.split.test=0.25"]
+    tiny = ["data.image_size=32", "data.batch_size=8", "trainer.epochs=1", "trainer.verbose=0", "logger=none"]
+    run = train(compose_cfg(*folder, *tiny, "data.face=align", *split, tmp_path=tmp_path / "train"))
+    found = run["test"]["groups_by"]["face"]
+    assert sum(m["n"] for m in found.values()) == run["test"]["n"] and set(found) == {"found", "not found"}
+    # nothing to set apart when the face stage is off (no image missed) or found no face at all
+    assert face_found_column([False] * 4) is None and face_found_column([True] * 4) is None
+
+
 def test_evaluate_applies_the_face_stage_the_model_was_trained_with(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
