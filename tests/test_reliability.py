@@ -592,8 +592,9 @@ def test_scoring_settings_are_checked_before_any_image_is_read(tmp_path, app, ov
     ],
 )
 def test_a_mistake_the_job_finds_is_one_line_before_tensorflow_starts(tmp_path, module, args, expected):
-    """Mistakes a job finds before it needs TensorFlow come back in about a second: the command's
-    real entrypoint in a fresh interpreter, which reports whether TensorFlow (or a W&B run) started."""
+    """Mistakes a job finds before it needs TensorFlow come back without waiting for its import: the
+    command's real entrypoint in a fresh interpreter, which reports whether TensorFlow (or a W&B
+    run) started."""
     argv = [module, *(a.format(tmp=tmp_path) for a in args), f"hydra.run.dir={tmp_path / 'out'}"]
     expected = expected.format(tmp=tmp_path)
     code = (
