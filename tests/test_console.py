@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import NOISE, run_cli
+from helpers import run_cli
 
 from gender.extras import missing_extra, single_run_overrides
 from gender.log import BelowLevel, ConsoleFormatter, startup_lines_to_keep
@@ -159,50 +158,3 @@ def test_option_without_its_extra_names_the_extra(tmp_path, args, extra):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     assert f"pip install 'gender-hydra[{extra}]'" in proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
-
-
-@pytest.mark.slow
-def test_a_run_prints_no_startup_noise_and_one_log_format(tmp_path):
-    """A whole (tiny) run: no TensorFlow/absl/oneDNN/CUDA start-up lines, no Hydra-formatted
-    `[date][logger][LEVEL]` lines on the console (they stay in the job's log file), Keras'
-    per-epoch lines."""
-    run_dir = tmp_path / "run"
-    proc = run_cli(
-        "gender.run",
-        "debug=tiny",
-        "logger=none",
-        "trainer.epochs=1",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    console = (proc.stdout + proc.stderr).splitlines()
-    assert [line for line in console if NOISE.search(line)] == []
-    assert [line for line in console if re.match(r"\[\d{4}-\d\d-\d\d ", line)] == []
-    assert any(line.startswith("decoding 80 images at 32px") for line in console)
-    assert re.search(r"^4/4 - .*loss: .*val_accuracy", proc.stdout, re.M)  # Keras, once per epoch
-    assert "test acc" in proc.stdout
-    log_file = (run_dir / "run.log").read_text()
-    assert re.search(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[gender\.data\]\[INFO\] - decoding", log_file, re.M)
-
-
-@pytest.mark.slow
-def test_optuna_sweep_console_is_quiet(tmp_path):
-    """One Optuna trial: Hydra's and the sweeper's lines in the console format, no alembic."""
-    proc = run_cli(
-        "gender.run",
-        "-m",
-        "hparams_search=lr_dropout_optuna",
-        "hydra.sweeper.n_trials=1",
-        "debug=tiny",
-        "logger=none",
-        "trainer.epochs=1",
-        "trainer.verbose=0",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    console = proc.stdout + proc.stderr
-    assert "alembic" not in console and "setup plugin" not in console
-    assert "hydra: Launching 1 jobs locally" in console
-    assert [line for line in console.splitlines() if NOISE.search(line)] == []

@@ -1,5 +1,7 @@
 """The debug presets: `debug=fast` (your configuration and data, a few batches), `debug=overfit`
-(a few batches until the loss falls) and `debug=tiny` (the synthetic demo), each in seconds."""
+(a few batches until the loss falls) and `debug=tiny` (the synthetic demo), each in seconds. They
+run through ``train`` in this process, with the config ``python -m gender.run debug=...`` composes
+(the CLI's own path is checked once, in test_run)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import json
 import re
 
 import pytest
-from helpers import compose_cfg, run_cli
+from helpers import compose_cfg
+
+from gender.training import train
 
 
 @pytest.mark.parametrize("preset", ["fast", "overfit", "tiny"])
@@ -36,40 +40,39 @@ def _history(run_dir):
 
 
 @pytest.mark.slow
-def test_debug_fast_runs_a_few_batches(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_cli(
-        "gender.run",
-        "debug=fast",
-        "data=synthetic",
-        "data.synthetic.n_per_class=100",
-        "data.synthetic.size=64",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
+def test_debug_fast_runs_a_few_batches(tmp_path, capsys):
+    metrics = train(
+        compose_cfg(
+            "debug=fast",
+            "data=synthetic",
+            "data.synthetic.n_per_class=100",
+            "data.synthetic.size=64",
+            tmp_path=tmp_path,
+        )
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    stdout = capsys.readouterr().out
     history = _history(run_dir)
     assert len(history) == 2
     # 160 training images in batches of 32 would be 5 steps; trainer.limit_batches makes it 4
-    assert len(re.findall(r"^4/4 - ", proc.stdout, re.M)) == 2, proc.stdout[-2000:]
+    assert len(re.findall(r"^4/4 - ", stdout, re.M)) == 2, stdout[-2000:]
+    assert metrics["epochs_run"] == 2
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 2
     assert not (run_dir / "wandb").exists()
 
 
 @pytest.mark.slow
-def test_debug_overfit_loss_falls(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_cli(
-        "gender.run",
-        "debug=overfit",
-        "data=synthetic",
-        "data.synthetic.n_per_class=100",
-        "data.synthetic.size=32",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
+def test_debug_overfit_loss_falls(tmp_path, capsys):
+    train(
+        compose_cfg(
+            "debug=overfit",
+            "data=synthetic",
+            "data.synthetic.n_per_class=100",
+            "data.synthetic.size=32",
+            tmp_path=tmp_path,
+        )
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    losses = [float(row["loss"]) for row in _history(run_dir)]
+    losses = [float(row["loss"]) for row in _history(tmp_path / "run")]
     assert len(losses) == 20
     assert min(losses[-5:]) < 0.75 * losses[0], losses
-    assert re.search(r"^Epoch 20/20$", proc.stdout, re.M)
+    assert re.search(r"^Epoch 20/20$", capsys.readouterr().out, re.M)

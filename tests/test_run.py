@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compose_cfg, make_images, run_cli
+from helpers import NOISE, compose_cfg, make_images, run_cli
 
 from gender.inference import load_model
 from gender.training import train
@@ -18,6 +19,9 @@ TINY = ["debug=tiny", "logger=none"]
 
 @pytest.mark.slow
 def test_cli_run_writes_every_output(tmp_path):
+    """A whole (tiny) run through the real CLI: every output file, and a clean console (no
+    TensorFlow/absl/oneDNN/CUDA start-up lines, no Hydra-formatted `[date][logger][LEVEL]` lines:
+    they stay in the job's log file; Keras' per-epoch lines)."""
     run_dir = tmp_path / "run"
     proc = run_cli(
         "gender.run",
@@ -52,6 +56,14 @@ def test_cli_run_writes_every_output(tmp_path):
     assert float(rows[0]["learning_rate"]) == pytest.approx(0.003)
     assert "test acc" in proc.stdout and "val acc" in proc.stdout
     assert not (run_dir / "wandb").exists()  # logger=none writes no W&B files
+
+    console = (proc.stdout + proc.stderr).splitlines()
+    assert [line for line in console if NOISE.search(line)] == []
+    assert [line for line in console if re.match(r"\[\d{4}-\d\d-\d\d ", line)] == []
+    assert any(line.startswith("decoding 80 images at 32px") for line in console)
+    assert len(re.findall(r"^4/4 - .*loss: .*val_accuracy", proc.stdout, re.M)) == 3  # Keras, per epoch
+    log_file = (run_dir / "run.log").read_text()
+    assert re.search(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[gender\.data\]\[INFO\] - decoding", log_file, re.M)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import NOISE
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -26,7 +27,7 @@ SWEEP_FILE = PROJECT_ROOT / "sweeps" / "wandb_sweep.yaml"
 TINY = ("debug=tiny", "trainer.epochs=1", "trainer.verbose=0")
 #: The summary callback, also when conf/hydra/default.yaml does not (yet) name it.
 CALLBACK = "++hydra.callbacks.sweep_summary._target_=gender.sweep_summary.SweepSummaryCallback"
-GRID = {(lr, d) for lr in (0.001, 0.003, 0.006) for d in (0.2, 0.4)}
+GRID = {(lr, d) for lr in (0.001, 0.006) for d in (0.2, 0.4)}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -299,20 +300,20 @@ def test_wandb_sweep_file_passes_the_sdk_schema() -> None:
 
 # ----------------------------------------------------------------------------- sweeps
 @pytest.mark.slow
-def test_grid_sweep_six_jobs_summary_and_one_wandb_group(tmp_path, cache, env) -> None:
+def test_grid_sweep_four_jobs_summary_and_one_wandb_group(tmp_path, cache, env) -> None:
     sweep = tmp_path / "grid"
     proc = multirun(
         sweep,
         cache,
         env,
-        "optimizer.lr=0.001,0.003,0.006",
+        "optimizer.lr=0.001,0.006",
         "model.dropout=0.2,0.4",
         "logger=wandb",
         "logger.mode=offline",
     )
     assert proc.returncode == 0, tail(proc)
     jobs = jobs_of(sweep)
-    assert [j.name for j in jobs] == ["0", "1", "2", "3", "4", "5"]
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
     found = {
         (m["params"]["optimizer.lr"], m["params"]["model.dropout"]): (int(j.name), m)
         for j in jobs
@@ -371,6 +372,12 @@ def test_optuna_sweep_three_trials_and_best_params(tmp_path, cache, env) -> None
     page = (sweep / "summary.md").read_text()
     assert "Optuna" in page and "hparams_search" not in page.split("```bash")[1].split("```")[0]
     assert len(summary_rows(sweep)) == 3
+    # the console: Hydra's and the sweeper's lines in the project's format, no alembic, no
+    # TensorFlow start-up lines
+    console = proc.stdout + proc.stderr
+    assert "alembic" not in console and "setup plugin" not in console
+    assert console.count("hydra: Launching 1 jobs locally") == 3
+    assert [line for line in console.splitlines() if NOISE.search(line)] == []
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from gender import PROJECT_ROOT
 from gender.tracking import Tracker, flatten, redact_secrets, resolved_config
 from gender.tracking.config import secret_values
 
@@ -561,9 +562,15 @@ def test_config_helpers():
 @pytest.mark.slow
 def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     """The whole job through ``python -m gender.run``: what W&B wrote, read back with its own
-    reader; then ``gender.evaluate`` on that run names the model it scored."""
+    reader; then ``gender.evaluate`` on that run names the model it scored. Neither writes anything
+    outside its run directory and the user's W&B and plotting caches: not the working directory,
+    not ``$TMPDIR``, not the project."""
     from helpers import run_cli
 
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir(), tmp.mkdir()
+    project_before = {p.name for p in PROJECT_ROOT.iterdir()}
+    env = {"HOME": str(wandb_home), "TMPDIR": str(tmp)}
     run_dir = tmp_path / "run"
     proc = run_cli(
         "gender.run",
@@ -574,7 +581,8 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
         "logger.mode=offline",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",
-        env={"HOME": str(wandb_home)},
+        cwd=cwd,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(run_dir)
@@ -612,7 +620,8 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
         f"model_path={run_dir}",
         "logger.mode=offline",
         f"hydra.run.dir={eval_dir}",
-        env={"HOME": str(wandb_home)},
+        cwd=cwd,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = summary_of(only_run(eval_dir))
@@ -621,3 +630,10 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     assert link["artifact"] == f"model-{summary['run_id']}:best"
     assert link["digest"] == model_art["digest"]
     assert header_of(only_run(eval_dir))["job_type"] == "evaluate"
+
+    assert not any(cwd.iterdir()) and not any(tmp.iterdir())
+    # W&B's config, cache and data dirs (the fixture points them into home); not W&B's: plotting and Keras
+    allowed = ("config/", "cache/", "data/", ".cache/matplotlib", ".config/matplotlib", ".keras")
+    written = [str(p.relative_to(wandb_home)) for p in wandb_home.rglob("*") if p.is_file()]
+    assert all(w.startswith(allowed) for w in written), written
+    assert not {"wandb", "artifacts"} & ({p.name for p in PROJECT_ROOT.iterdir()} - project_before)
