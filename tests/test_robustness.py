@@ -17,13 +17,9 @@ from gender import PROJECT_ROOT
 from gender.training import train
 from hydra_plugins.gender_halving_sweeper._core import reopen
 
-DETERMINISTIC = [
-    "debug=tiny",
-    "logger=none",
-    "trainer.deterministic=true",
-    "trainer.epochs=4",
-    "data.synthetic.n_per_class=150",
-]
+TINY_DETERMINISTIC = ["debug=tiny", "logger=none", "trainer.deterministic=true", "trainer.epochs=4"]
+#: 15 batches per epoch instead of 4: time to kill the process between two epochs
+DETERMINISTIC = [*TINY_DETERMINISTIC, "data.synthetic.n_per_class=150"]
 
 
 def history(run_dir):
@@ -197,7 +193,7 @@ def test_bad_files_are_skipped_listed_and_training_finishes(tmp_path):
 
 
 # ------------------------------------------------ weight averaging (optimizer.use_ema)
-AVERAGED = [*DETERMINISTIC, "optimizer.use_ema=true", "optimizer.ema_momentum=0.9"]
+AVERAGED = [*TINY_DETERMINISTIC, "optimizer.use_ema=true", "optimizer.ema_momentum=0.9"]
 
 
 @pytest.mark.slow
@@ -205,7 +201,7 @@ def test_weight_averaging_validates_the_average_and_goes_on_from_the_raw_weights
     """Validation sees the average; a run interrupted (Ctrl-C, then resume) or paused by a halving
     rung (``trainer.stop_at_epoch``, then the next rung) goes on from the raw weights, not the
     average it was saved with: both end as the uninterrupted run."""
-    plain = train(compose_cfg(*DETERMINISTIC, tmp_path=tmp_path / "plain"))
+    plain = train(compose_cfg(*TINY_DETERMINISTIC, tmp_path=tmp_path / "plain"))
     whole = train(compose_cfg(*AVERAGED, tmp_path=tmp_path / "whole"))
     plain_rows, whole_rows = history(tmp_path / "plain" / "run"), history(tmp_path / "whole" / "run")
     # the raw weights train as without averaging; validation sees the average
@@ -255,8 +251,8 @@ def test_weight_averaging_restarts_each_epoch_before_its_start_epoch(tmp_path):
 
     last = "trainer.checkpoint.restore_best=false"  # model.keras: the weights fit ended with
     frozen = ["optimizer.use_ema=true", "optimizer.ema_momentum=1.0", "optimizer.ema_start_epoch=5"]
-    train(compose_cfg(*DETERMINISTIC, last, "trainer.epochs=3", tmp_path=tmp_path / "three"))
-    train(compose_cfg(*DETERMINISTIC, last, *frozen, tmp_path=tmp_path / "four"))
+    train(compose_cfg(*TINY_DETERMINISTIC, last, "trainer.epochs=3", tmp_path=tmp_path / "three"))
+    train(compose_cfg(*TINY_DETERMINISTIC, last, *frozen, tmp_path=tmp_path / "four"))
     three, four = (load_model(tmp_path / name / "run").trainable_weights for name in ("three", "four"))
     assert len(three) == len(four) > 0
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(three, four, strict=True))
