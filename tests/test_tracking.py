@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 from omegaconf import OmegaConf
 
 from gender import PROJECT_ROOT
@@ -565,10 +566,9 @@ def test_cli_run_offline_leaves_one_complete_wandb_run(tmp_path, wandb_home):
     reader; then ``gender.evaluate`` on that run names the model it scored. Neither writes anything
     outside its run directory and the user's W&B and plotting caches: not the working directory,
     not ``$TMPDIR``, not the project."""
-    from helpers import run_cli
-
     cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
-    cwd.mkdir(), tmp.mkdir()
+    cwd.mkdir()
+    tmp.mkdir()
     project_before = {p.name for p in PROJECT_ROOT.iterdir()}
     env = {"HOME": str(wandb_home), "TMPDIR": str(tmp)}
     run_dir = tmp_path / "run"
