@@ -400,12 +400,14 @@ def test_joblib_launcher_runs_two_jobs_at_once(tmp_path, cache, env) -> None:
 @pytest.mark.slow
 def test_submitit_local_sweep_completes(tmp_path, cache, env) -> None:
     sweep = tmp_path / "submitit"
-    proc = multirun(sweep, cache, env, "hydra/launcher=local", "optimizer.lr=0.001,0.006", "logger=none")
+    # one job: the launcher's path (a job in its own process, its log under .submitit/) is the
+    # same for each; two jobs at once are the joblib test's
+    proc = multirun(sweep, cache, env, "hydra/launcher=local", "optimizer.lr=0.001", "logger=none")
     assert proc.returncode == 0, tail(proc)
     jobs = jobs_of(sweep)
-    assert len(jobs) == 2 and all((j / "metrics.json").is_file() for j in jobs)
+    assert len(jobs) == 1 and (jobs[0] / "metrics.json").is_file()
     assert list((sweep / ".submitit").glob("*/*_log.out")), "submitit ran no job"
-    assert [r["status"] for r in summary_rows(sweep)] == ["completed"] * 2
+    assert [r["status"] for r in summary_rows(sweep)] == ["completed"]
 
 
 def make_folder(root: Path, n: int = 20) -> Path:
