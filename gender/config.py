@@ -114,6 +114,10 @@ def check_common(cfg: DictConfig) -> None:
         raise UserError(f"{bad[0]}={_get(cfg, bad[0])} is invalid: must be a finite number")
 
 
+def _probability(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value <= 1.0
+
+
 def validate_scoring(cfg: DictConfig, command: str) -> None:
     """``gender.evaluate`` / ``gender.predict`` settings, checked before any file is read."""
     check_common(cfg)
@@ -124,8 +128,8 @@ def validate_scoring(cfg: DictConfig, command: str) -> None:
         if not _int_value(value) or value < 1:
             raise UserError(f"{key}={value} is invalid: must be a positive integer")
     threshold = _get(cfg, "threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
-        raise UserError(f"threshold={threshold} is invalid: must be a probability in [0, 1]")
+    if threshold is not None and not _probability(threshold):
+        raise UserError(f"threshold={threshold} is invalid: must be a probability in [0, 1] or null")
     mistakes = _get(cfg, "mistakes")
     if mistakes is not None and (not _int_value(mistakes) or mistakes < 0):
         raise UserError(f"mistakes={mistakes} is invalid: must be an integer >= 0")
@@ -246,6 +250,11 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     smoothing = _get(cfg, "trainer.label_smoothing")
     if smoothing is not None and not (isinstance(smoothing, int | float) and 0 <= smoothing < 1):
         raise UserError(f"trainer.label_smoothing={smoothing} is invalid: must be in [0, 1)")
+    decision = _get(cfg, "trainer.decision_threshold")
+    if decision is not None and decision != "balanced" and not _probability(decision):
+        raise UserError(
+            f"trainer.decision_threshold={decision} is invalid: must be balanced or a probability in [0, 1]"
+        )
     for key in ("trainer.limit_batches", "trainer.logical_cpus"):
         value = _get(cfg, key)
         if value is not None and (not _int_value(value) or value < 1):

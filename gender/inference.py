@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from gender.errors import UserError
 from gender.face import FaceSettings
+from gender.io import read_json
 from gender.log import quiet_tensorflow
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,24 @@ def face_settings_for(
             f"{recorded.detector}); leave face unset to use that"
         )
     return given
+
+
+def decision_threshold_for(model_path: str | os.PathLike[str], given: float | None = None) -> float:
+    """``given`` when set; else the threshold the model's training run decided on (its
+    metrics.json, ``trainer.decision_threshold``), so evaluate and predict call faces as the run's
+    test figures did; 0.5 for a bare ``.keras`` file or a run from before the option."""
+    if given is not None:
+        return float(given)
+    path = resolve_model_path(model_path).parent / "metrics.json"
+    if not path.is_file():
+        return 0.5
+    metrics = read_json(path)
+    if metrics is None:
+        raise UserError(f"cannot read {path} (for the run's decision threshold); pass threshold=P")
+    value = metrics.get("decision_threshold", 0.5)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{path}: decision_threshold={value} is not a probability; pass threshold=P")
+    return float(value)
 
 
 def max_pixels_for(model_path: str | os.PathLike[str], configured: int | None = None) -> int | None:

@@ -20,6 +20,7 @@ from gender.data import load_face
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available
 from gender.inference import (
+    decision_threshold_for,
     decode_batches,
     face_settings_for,
     load_model,
@@ -244,7 +245,7 @@ def run_predict(
             int(cfg.batch_size),
             face=face,
             no_face=str(cfg.no_face),
-            threshold=float(cfg.threshold),
+            threshold=decision_threshold_for(cfg.model_path, cfg.get("threshold")),
             max_pixels=max_pixels_for(cfg.model_path),
         )
         if files

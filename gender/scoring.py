@@ -25,6 +25,7 @@ from gender.data import Sample, discover, image_kinds, load_face, load_image, re
 from gender.errors import UserError
 from gender.face import FaceSettings
 from gender.inference import (
+    decision_threshold_for,
     decode_batches,
     face_settings_for,
     load_model,
@@ -381,15 +382,17 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     face = face_settings_for(
         cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
     )
+    threshold = decision_threshold_for(cfg.model_path, cfg.get("threshold"))
     group_by = list(cfg.get("group_by") or ["group"])
     groups = read_groups_csv(cfg.groups_csv, samples, group_by) if cfg.get("groups_csv") else None
     log.info(
-        "evaluating %s on %d images from %s at %dpx, face stage: %s",
+        "evaluating %s on %d images from %s at %dpx, face stage: %s, threshold %.3g",
         resolve_model_path(cfg.model_path),
         len(samples),
         described,
         size,
         face.describe(),
+        threshold,
     )
     result, rows = evaluate_model_with_rows(
         model,
@@ -399,14 +402,15 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         out,
         int(cfg.batch_size),
         groups=groups,
-        threshold=float(cfg.threshold),
+        threshold=threshold,
         mistakes=int(cfg.mistakes),
         face=face,
         max_pixels=max_pixels_for(cfg.model_path, cfg.data.get("max_pixels")),
     )
     if reference is not None:
         log.info("scoring the same %d images with reference=%s", len(rows), reference.name)
-        result["reference"] = score_reference(reference, rows, class_names, float(cfg.threshold))
+        # at its own operating point: the threshold chosen for our model means nothing to it
+        result["reference"] = score_reference(reference, rows, class_names)
     if result["skipped"]:
         write_csv(
             ((s["path"], s["reason"]) for s in result["skipped"]),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gender import data as gdata
@@ -33,7 +34,7 @@ from gender.checkpoints import (
 )
 from gender.config import validate
 from gender.errors import FinishedRunError, UserError
-from gender.evaluation import face_found_column, format_report
+from gender.evaluation import balanced_threshold, face_found_column, format_report
 from gender.io import atomic_path, read_json, write_json
 from gender.optimizer import build_optimizer
 from gender.plots import plot_learning_curves
@@ -72,8 +73,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         job = build(cfg, ds)
         history, fit_seconds = fit(cfg, run_dir, ds, job, tracker)
         best, model = keep_best(cfg, run_dir, job, history)
-        result, rows = score_test(cfg, run_dir, ds, model)
+        threshold = decide_threshold(cfg, ds, model)
+        result, rows = score_test(cfg, run_dir, ds, model, threshold)
         metrics = collect_metrics(cfg, ds, job, model, history, best, result, fit_seconds, started)
+        metrics["decision_threshold"] = threshold
         write_outputs(run_dir, metrics, result, rows, ds.class_names, tracker)
         return metrics
 
@@ -248,7 +251,36 @@ def keep_best(
     return row or history[-1], model
 
 
-def score_test(cfg: DictConfig, run_dir: Path, ds, model) -> tuple[dict[str, Any], list]:
+def decide_threshold(cfg: DictConfig, ds, model) -> float:
+    """``trainer.decision_threshold``: a fixed probability, or ``balanced``: the threshold at which
+    the saved model's recall of the two classes averages highest on the validation split (the test
+    split stays unseen). Kept in metrics.json, where evaluate and predict read it."""
+    setting = cfg.trainer.get("decision_threshold", 0.5)
+    if setting != "balanced":
+        return float(0.5 if setting is None else setting)
+    from gender.inference import predict_probs
+
+    images = ds.cache.images[ds.indices["val"]]
+    labels = [s.label for s in ds.splits["val"]]
+    size = int(cfg.data.batch_size)
+    probs = [predict_probs(model, images[i : i + size]) for i in range(0, len(images), size)]
+    chosen = balanced_threshold(labels, np.concatenate(probs)) if probs else None
+    if chosen is None:
+        log.warning(
+            "trainer.decision_threshold=balanced needs both classes in the validation split: using 0.5"
+        )
+        return 0.5
+    log.info(
+        "decision threshold %.4f: the two classes' mean recall peaks there on %d validation images",
+        chosen,
+        len(labels),
+    )
+    return chosen
+
+
+def score_test(
+    cfg: DictConfig, run_dir: Path, ds, model, threshold: float = 0.5
+) -> tuple[dict[str, Any], list]:
     """Accuracy, intervals, calibration and figures on the test split, per source, kind of image
     and whether the face stage found a face as well; nothing when the split has no test part."""
     if not ds.splits["test"]:
@@ -271,6 +303,7 @@ def score_test(cfg: DictConfig, run_dir: Path, ds, model) -> tuple[dict[str, Any
         int(cfg.data.batch_size),
         images=ds.cache.images[ds.indices["test"]],
         groups=groups or None,
+        threshold=threshold,
         predictions_name="predictions_test.csv",
     )
     print(format_report(result), flush=True)

@@ -15,6 +15,7 @@ from PIL import Image
 from gender import inference, scoring
 from gender.data import Sample, write_manifest
 from gender.errors import UserError
+from gender.prediction import run_predict
 
 NAMES = ["male", "female"]
 RED, BLUE = (200, 60, 40), (40, 60, 200)
@@ -143,6 +144,28 @@ def test_run_directory_uses_its_test_split(model_file, data_root, tmp_path, caps
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["accuracy"] == metrics["accuracy"] and saved["status"] == "completed"
     assert "confusion matrix" in capsys.readouterr().out
+
+
+def test_the_runs_decision_threshold_is_used_unless_given(model_file, data_root, tmp_path):
+    """evaluate and predict call faces at the threshold the training run decided on (its
+    metrics.json's decision_threshold, e.g. trainer.decision_threshold=balanced); threshold=
+    overrides it, a bare .keras file gets 0.5, an unreadable metrics.json is one clear line."""
+    run = make_run_dir(tmp_path, model_file, data_root)
+    (run / "metrics.json").write_text(json.dumps({"status": "completed", "decision_threshold": 0.999}))
+    red = str(data_root / "female" / "f0.png")  # the tiny model gives it about 0.99: female at 0.5
+
+    strict = scoring.run_evaluation(compose_evaluate(f"model_path={run}"), tmp_path / "strict")
+    assert strict["threshold"] == 0.999 and strict["per_class"]["female"]["recall"] == 0.0
+    given = scoring.run_evaluation(compose_evaluate(f"model_path={run}", "threshold=0.5"), tmp_path / "given")
+    assert given["threshold"] == 0.5 and given["per_class"]["female"]["recall"] == 1.0
+    predict = compose_cfg(f"model_path={run}", config_name="predict")
+    assert [p.label for p in run_predict(predict, tmp_path / "p1", [red])] == ["male"]
+    bare = compose_cfg(f"model_path={model_file}", config_name="predict")
+    assert [p.label for p in run_predict(bare, tmp_path / "p2", [red])] == ["female"]
+
+    (run / "metrics.json").write_text("{not json")
+    with pytest.raises(UserError, match="cannot read .*metrics.json"):
+        scoring.run_evaluation(compose_evaluate(f"model_path={run}"), tmp_path / "broken")
 
 
 def test_class_order_mismatch_is_refused(model_file, data_root, tmp_path):

@@ -187,3 +187,26 @@ def test_plots_write_png(tmp_path):
         data = path.read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_balanced_threshold_peaks_the_mean_recall():
+    """Hand example: mean recall 0.75 is the best any threshold reaches (at 0.85, 0.65 or 0.3); the
+    first such cut from the top is 0.85, and the middle of the gap below it (0.65) is 0.75."""
+    assert ev.balanced_threshold(Y, P) == pytest.approx(0.75)
+    r = ev.evaluate_predictions(Y, P, NAMES, threshold=0.75)
+    assert r["balanced_threshold"] == pytest.approx(0.75)
+    assert r["confusion_matrix"] == [[4, 0], [2, 2]]  # recalls 1.0 and 0.5
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.25 * y + rng.normal(0.2, 0.1, 300), 0, 1)  # class 1 scores low: 0.5 is far off
+    t = ev.balanced_threshold(y, p)
+
+    def mean_recall(cut):
+        pred = p >= cut
+        return (pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2
+
+    assert mean_recall(t) == pytest.approx(max(mean_recall(c) for c in np.unique(p)))
+    assert mean_recall(t) > mean_recall(0.5) + 0.1
+    assert ev.balanced_threshold([0, 0, 0], [0.2, 0.4, 0.9]) is None  # one class: nothing to balance
+    assert ev.evaluate_predictions([0, 0], [0.2, 0.4], NAMES)["balanced_threshold"] is None

@@ -118,3 +118,37 @@ def test_train_with_mixup_and_class_weights(tmp_path):
     metrics = train(cfg)
     assert metrics["epochs_run"] == 1 and cfg.augmentation.mixup == 0.4
     assert 0.0 <= metrics["train_accuracy"] <= 1.0 and np.isfinite(metrics["train_loss"])
+
+
+def test_balanced_decision_threshold_is_chosen_on_validation(tmp_path):
+    """trainer.decision_threshold=balanced: the threshold where the saved model's two class recalls
+    average highest on the validation split, kept in metrics.json; the test figures use it, and so
+    does ``gender.evaluate`` of the run without any flag."""
+    from gender import scoring
+
+    root = make_images(tmp_path / "faces", {"male": 40, "female": 30})
+    cfg = compose_cfg(
+        "data=folder",
+        f"data.root={root}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.split.train=0.6",
+        "data.split.val=0.3",
+        "trainer.decision_threshold=balanced",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "logger=none",
+        tmp_path=tmp_path,
+    )
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    chosen = metrics["decision_threshold"]
+    assert 0.0 < chosen < 1.0 and metrics["test"]["threshold"] == chosen
+
+    evaluate = compose_cfg(f"model_path={run}", "logger=none", config_name="evaluate")
+    on_val = scoring.run_evaluation(
+        compose_cfg(f"model_path={run}", "split=val", "logger=none", config_name="evaluate"), tmp_path / "val"
+    )
+    assert on_val["balanced_threshold"] == pytest.approx(chosen, abs=1e-4)  # the same rule, same images
+    on_test = scoring.run_evaluation(evaluate, tmp_path / "test")
+    assert on_test["threshold"] == chosen and on_test["accuracy"] == metrics["test_accuracy"]
