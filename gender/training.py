@@ -35,6 +35,7 @@ from gender.checkpoints import (
 from gender.config import validate
 from gender.errors import FinishedRunError, UserError
 from gender.evaluation import balanced_threshold, face_found_column, format_report
+from gender.inference import predict_probs
 from gender.io import atomic_path, read_json, write_json
 from gender.optimizer import build_optimizer
 from gender.plots import plot_learning_curves
@@ -75,8 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best, model = keep_best(cfg, run_dir, job, history)
         threshold = decide_threshold(cfg, ds, model)
         result, rows = score_test(cfg, run_dir, ds, model, threshold)
-        metrics = collect_metrics(cfg, ds, job, model, history, best, result, fit_seconds, started)
-        metrics["decision_threshold"] = threshold
+        metrics = collect_metrics(cfg, ds, job, model, history, best, result, threshold, fit_seconds, started)
         write_outputs(run_dir, metrics, result, rows, ds.class_names, tracker)
         return metrics
 
@@ -258,8 +258,6 @@ def decide_threshold(cfg: DictConfig, ds, model) -> float:
     setting = cfg.trainer.get("decision_threshold", 0.5)
     if setting != "balanced":
         return float(0.5 if setting is None else setting)
-    from gender.inference import predict_probs
-
     images = ds.cache.images[ds.indices["val"]]
     labels = [s.label for s in ds.splits["val"]]
     size = int(cfg.data.batch_size)
@@ -318,6 +316,7 @@ def collect_metrics(
     history: list[dict[str, str]],
     best: dict[str, str],
     result: dict[str, Any],
+    threshold: float,
     fit_seconds: float | None,
     started: float,
 ) -> dict[str, Any]:
@@ -337,6 +336,7 @@ def collect_metrics(
         "test_loss": result.get("loss"),
         "test_accuracy_ci95": result.get("accuracy_ci95"),
         "test_images": result.get("n", 0),
+        "decision_threshold": threshold,  # evaluate and predict of this run call faces at it
         "epochs_run": epochs_run,
         "wall_seconds": round(time.perf_counter() - started, 2),
         "fit_seconds": None if fit_seconds is None else round(fit_seconds, 2),
@@ -407,6 +407,11 @@ def format_metrics(m: dict[str, Any], run_dir: Path) -> str:
         f"train acc   {pct(m['train_accuracy'])}   loss {m['train_loss']:.4f}",
         f"val acc     {pct(m['val_accuracy'])}   loss {m['val_loss']:.4f}",
         f"test acc    {pct(m['test_accuracy'])}   95% CI [{pct(ci[0])}, {pct(ci[1])}]  n={m['test_images']}",
+        *(
+            [f"threshold   {m['decision_threshold']:.4g} (trainer.decision_threshold)"]
+            if m.get("decision_threshold", 0.5) != 0.5
+            else []
+        ),
         *(f"WARNING     {w}" for w in m.get("warnings") or []),
         "=" * 60,
     ]
