@@ -114,7 +114,8 @@ def check_common(cfg: DictConfig) -> None:
         raise UserError(f"{bad[0]}={_get(cfg, bad[0])} is invalid: must be a finite number")
 
 
-def _probability(value: Any) -> bool:
+def is_probability(value: Any) -> bool:
+    """A number in [0, 1] (a YAML ``true`` is not one)."""
     return not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value <= 1.0
 
 
@@ -128,7 +129,7 @@ def validate_scoring(cfg: DictConfig, command: str) -> None:
         if not _int_value(value) or value < 1:
             raise UserError(f"{key}={value} is invalid: must be a positive integer")
     threshold = _get(cfg, "threshold")
-    if threshold is not None and not _probability(threshold):
+    if threshold is not None and not is_probability(threshold):
         raise UserError(f"threshold={threshold} is invalid: must be a probability in [0, 1] or null")
     mistakes = _get(cfg, "mistakes")
     if mistakes is not None and (not _int_value(mistakes) or mistakes < 0):
@@ -251,7 +252,7 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     if smoothing is not None and not (isinstance(smoothing, int | float) and 0 <= smoothing < 1):
         raise UserError(f"trainer.label_smoothing={smoothing} is invalid: must be in [0, 1)")
     decision = _get(cfg, "trainer.decision_threshold")
-    if decision is not None and decision != "balanced" and not _probability(decision):
+    if decision is not None and decision != "balanced" and not is_probability(decision):
         raise UserError(
             f"trainer.decision_threshold={decision} is invalid: must be balanced or a probability in [0, 1]"
         )

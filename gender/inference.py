@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from gender.config import is_probability
 from gender.errors import UserError
 from gender.face import FaceSettings
 from gender.io import read_json
@@ -203,7 +204,7 @@ def decision_threshold_for(model_path: str | os.PathLike[str], given: float | No
     if metrics is None:
         raise UserError(f"cannot read {path} (for the run's decision threshold); pass threshold=P")
     value = metrics.get("decision_threshold", 0.5)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+    if not is_probability(value):
         raise UserError(f"{path}: decision_threshold={value} is not a probability; pass threshold=P")
     return float(value)
 
