@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import NOISE, compose_cfg, make_images, run_cli
 
+from gender import scoring
 from gender.inference import load_model
 from gender.training import train
 
@@ -124,8 +125,6 @@ def test_balanced_decision_threshold_is_chosen_on_validation(tmp_path):
     """trainer.decision_threshold=balanced: the threshold where the saved model's two class recalls
     average highest on the validation split, kept in metrics.json; the test figures use it, and so
     does ``gender.evaluate`` of the run without any flag."""
-    from gender import scoring
-
     root = make_images(tmp_path / "faces", {"male": 40, "female": 30})
     cfg = compose_cfg(
         "data=folder",
@@ -145,10 +144,11 @@ def test_balanced_decision_threshold_is_chosen_on_validation(tmp_path):
     chosen = metrics["decision_threshold"]
     assert 0.0 < chosen < 1.0 and metrics["test"]["threshold"] == chosen
 
-    evaluate = compose_cfg(f"model_path={run}", "logger=none", config_name="evaluate")
-    on_val = scoring.run_evaluation(
-        compose_cfg(f"model_path={run}", "split=val", "logger=none", config_name="evaluate"), tmp_path / "val"
-    )
+    def evaluate(split: str) -> dict:
+        cfg = compose_cfg(f"model_path={run}", f"split={split}", "logger=none", config_name="evaluate")
+        return scoring.run_evaluation(cfg, tmp_path / split)
+
+    on_val = evaluate("val")
     assert on_val["balanced_threshold"] == pytest.approx(chosen, abs=1e-4)  # the same rule, same images
-    on_test = scoring.run_evaluation(evaluate, tmp_path / "test")
+    on_test = evaluate("test")
     assert on_test["threshold"] == chosen and on_test["accuracy"] == metrics["test_accuracy"]
