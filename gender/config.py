@@ -195,6 +195,13 @@ def validate(cfg: DictConfig) -> None:
             "data/split=holdout_kind needs data.split.holdout_kind=KIND: an original "
             "image size such as 128x128, or other (sizes rarer than 5% of the images)"
         )
+    split_seed = split.pop("seed", None)
+    if split_seed is not None and (
+        isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0
+    ):
+        raise UserError(
+            f"data.split.seed={split_seed} is invalid: a non-negative integer, or null for the run's seed"
+        )
     try:
         ratios = {k: float(v) for k, v in split.items()}
     except (TypeError, ValueError):

@@ -682,7 +682,8 @@ def prepare(
         # a duplicate of a held-out image must not train the model it tests
         held_digests = {digests.get(s.path) for s in held}
         good = [s for s in good if digests.get(s.path) not in held_digests]
-    splits = split_samples(good, ratios, seed, digests)
+    split_seed = data_cfg.split.get("seed")  # its own seed: more models on one split (an ensemble)
+    splits = split_samples(good, ratios, seed if split_seed is None else int(split_seed), digests)
     if holdout:
         splits["test"] = sorted(held, key=lambda s: s.path)
     if test_samples:

@@ -52,7 +52,7 @@ def test_defaults_are_the_seed_recipe_on_the_real_data_with_a_large_test_split()
     assert cfg.data.name == "genderface" and list(cfg.data.classes) == ["male", "female"]
     assert dict(cfg.data.classes) == {"male": ["man"], "female": ["woman"]}
     assert cfg.data.image_size == 128 and cfg.data.batch_size == 32
-    assert dict(cfg.data.split) == {"train": 0.8, "val": 0.1, "test": 0.1}
+    assert dict(cfg.data.split) == {"train": 0.8, "val": 0.1, "test": 0.1, "seed": None}
     assert cfg.model.name == "seed_cnn" and cfg.model.dropout == 0.4
     assert cfg.optimizer.lr == 0.006 and cfg.optimizer._target_ == "keras.optimizers.Adam"
     assert cfg.augmentation.flip == "horizontal" and cfg.augmentation.rotation == 0.1
@@ -62,7 +62,7 @@ def test_defaults_are_the_seed_recipe_on_the_real_data_with_a_large_test_split()
 
 def test_experiment_seed_is_the_seed_project():
     cfg = compose_cfg("experiment=seed")
-    assert dict(cfg.data.split) == {"train": 0.8, "val": 0.199, "test": 0.001}
+    assert dict(cfg.data.split) == {"train": 0.8, "val": 0.199, "test": 0.001, "seed": None}
     assert (cfg.model.name, cfg.model.dropout, cfg.optimizer.lr) == ("seed_cnn", 0.4, 0.006)
     assert (cfg.data.image_size, cfg.data.batch_size) == (128, 32)
 
@@ -111,6 +111,12 @@ def test_cli_shows_the_composed_config_without_tensorflow():
     assert proc.returncode == 0, proc.stderr
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.optimizer._target_ == "keras.optimizers.SGD" and cfg.optimizer.lr == 0.02
+
+
+@pytest.mark.parametrize("value", ["-1", "0.5", "true"])
+def test_split_seed_must_be_a_non_negative_integer(value):
+    with pytest.raises(UserError, match=r"data\.split\.seed=\S+ is invalid: a non-negative integer"):
+        validate(compose_cfg(f"data.split.seed={value}"))
 
 
 def test_holdout_kind_without_a_kind_is_one_clear_error():

@@ -121,6 +121,16 @@ def test_split_is_deterministic_stratified_and_disjoint(tmp_path):
         assert sum(s.label == 0 for s in a[k]) == n * 6 // 10  # stratified: 60% men everywhere
 
 
+def test_split_seed_keeps_the_split_while_the_run_seed_changes(tmp_path):
+    """Members of an ensemble train with their own seeds on one split (data.split.seed)."""
+    root = make_images(tmp_path / "d", {"man": 30, "woman": 20})
+    cfg = data_cfg(root, tmp_path, "data.split.seed=7").data
+    fixed = [gdata.prepare(cfg, seed, tmp_path / "cache").splits for seed in (1, 2)]
+    own = gdata.prepare(data_cfg(root, tmp_path).data, 7, tmp_path / "cache").splits
+    other = gdata.prepare(data_cfg(root, tmp_path).data, 1, tmp_path / "cache").splits
+    assert fixed[0] == fixed[1] == own != other
+
+
 def test_duplicates_stay_in_one_split(tmp_path):
     root = make_images(tmp_path / "d", {"man": 30, "woman": 30})
     for i in range(10):  # ten byte-identical copies of one image

@@ -25,6 +25,7 @@ SCRIPTS = {  # console script -> the module its `python -m` form runs
     "gender-run": "gender.run",
     "gender-evaluate": "gender.evaluate",
     "gender-predict": "gender.predict",
+    "gender-ensemble": "gender.ensemble",
     "gender-bench": "gender.bench",
     "gender-report": "gender.report",
     "gender-resume": "gender.resume",

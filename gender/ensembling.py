@@ -1,0 +1,106 @@
+"""Several training runs as one model: the average of their probabilities, saved like a run.
+
+The ensemble directory holds what ``evaluate`` and ``predict`` read from a training run, so both
+work on it unchanged: ``model.keras`` (one Keras model that averages its members' outputs),
+``.hydra/config.yaml`` (the members' common ``data`` settings: classes, face stage, size limit,
+and the member runs), ``split.csv`` (their common split, so ``split=test`` scores images no member
+trained on) and, when the members decided one threshold other than 0.5, ``metrics.json`` with it.
+Members must agree on all of these; a mismatch is one line naming it, never a silent mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gender.data import read_manifest
+from gender.errors import UserError
+from gender.face import FaceSettings
+from gender.inference import MODEL_FILE, decision_threshold_for, load_model, resolve_model_path
+from gender.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+#: ``data`` settings that change what a model sees or how its output is read: members must agree
+SHARED_DATA_KEYS = ("classes", "max_pixels")
+
+
+def _member_run(path: str) -> Path:
+    run_dir = resolve_model_path(path).parent
+    if not (run_dir / ".hydra" / "config.yaml").is_file() or not (run_dir / "split.csv").is_file():
+        raise UserError(
+            f"ensemble member {path} is not a training run directory (needs .hydra/config.yaml and "
+            "split.csv): an ensemble is built from runs, so their settings and split can be checked"
+        )
+    return run_dir
+
+
+def _split_rows(run_dir: Path) -> dict[str, set[tuple[str, int]]]:
+    return {name: {(s.path, s.label) for s in samples} for name, samples in read_manifest(run_dir).items()}
+
+
+def _agree(what: str, values: Sequence[Any], runs: Sequence[Path], hint: str = "") -> None:
+    for value, run in zip(values[1:], runs[1:], strict=True):
+        if value != values[0]:
+            raise UserError(
+                f"ensemble members differ in {what}: {runs[0]} has {values[0]}, {run} has {value}{hint}"
+            )
+
+
+def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
+    """Check that ``members`` (training run directories) agree, then write the averaging model and
+    its run files into ``out_dir``. Returns a summary (members, threshold, input size)."""
+    if len(members) < 2:
+        raise UserError(f"members needs at least two training runs, got {len(members)}")
+    runs = [_member_run(str(m)) for m in members]
+    if len({r.resolve() for r in runs}) < len(runs):
+        raise UserError("members lists the same run twice: an ensemble of copies is that one model")
+    data = [
+        OmegaConf.to_container(OmegaConf.load(r / ".hydra" / "config.yaml").data, resolve=True) for r in runs
+    ]
+    for key in SHARED_DATA_KEYS:
+        _agree(f"data.{key}", [d.get(key) for d in data], runs)
+    _agree("the face stage", [FaceSettings.from_config(d).describe() for d in data], runs)
+    _agree(
+        "their train/val/test split",
+        [_split_rows(r) for r in runs],
+        runs,
+        "; train the members on one split: seed=N data.split.seed=S with the same S",
+    )
+    thresholds = [decision_threshold_for(r) for r in runs]
+    _agree("decision threshold", thresholds, runs, "; an ensemble needs one threshold for all")
+
+    import keras
+
+    models = [load_model(r) for r in runs]
+    _agree("input shape", [tuple(m.input_shape) for m in models], runs)
+    _agree("output shape", [tuple(m.output_shape) for m in models], runs)
+    inputs = keras.Input(models[0].input_shape[1:], name="image")
+    outputs = []
+    for i, m in enumerate(models):
+        m.name = f"member_{i}"  # the members' own names repeat (same architecture)
+        outputs.append(m(inputs))
+    # the mean of the members' probabilities: each member's calibration is kept, none dominates
+    average = keras.layers.Average(name="probability_average", dtype="float32")(outputs)
+    ensemble = keras.Model(inputs, average, name=f"ensemble_of_{len(models)}")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        ensemble.save(tmp)
+    shutil.copyfile(runs[0] / "split.csv", out_dir / "split.csv")
+    recorded = {"data": data[0], "ensemble": {"members": [str(r.resolve()) for r in runs]}}
+    (out_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(OmegaConf.create(recorded), out_dir / ".hydra" / "config.yaml")
+    if thresholds[0] != 0.5:
+        write_json({"decision_threshold": thresholds[0]}, out_dir / "metrics.json")
+    return {
+        "members": recorded["ensemble"]["members"],
+        "decision_threshold": thresholds[0],
+        "image_size": models[0].input_shape[1],
+        "model": str(out_dir / MODEL_FILE),
+    }
