@@ -23,6 +23,7 @@ from gender.errors import UserError
 from gender.face import FaceSettings
 from gender.inference import MODEL_FILE, decision_threshold_for, load_model, resolve_model_path
 from gender.io import atomic_path, write_json
+from gender.log import quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
     thresholds = [decision_threshold_for(r) for r in runs]
     _agree("decision threshold", thresholds, runs, "; an ensemble needs one threshold for all")
 
+    quiet_tensorflow()  # TensorFlow starts here, its start-up lines filtered
     import keras
 
     models = [load_model(r) for r in runs]

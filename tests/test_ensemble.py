@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line, compose_cfg, make_images, run_cli
+from helpers import NOISE, assert_one_line, compose_cfg, make_images, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -69,6 +69,7 @@ def test_ensemble_averages_its_members_and_is_scored_like_a_run(images, tmp_path
     out = tmp_path / "ab"
     proc = run_cli("gender.ensemble", f"members=[{a},{b}]", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [line for line in proc.stderr.splitlines() if NOISE.search(line)] == []
     recorded = OmegaConf.load(out / ".hydra" / "config.yaml")
     assert list(recorded.ensemble.members) == [str(a.resolve()), str(b.resolve())]
     assert list(recorded.data.classes) == NAMES
