@@ -10,6 +10,7 @@ Members must agree on all of these; a mismatch is one line naming it, never a si
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Sequence
@@ -41,8 +42,12 @@ def _member_run(path: str) -> Path:
     return run_dir
 
 
-def _split_rows(run_dir: Path) -> dict[str, set[tuple[str, int]]]:
-    return {name: {(s.path, s.label) for s in samples} for name, samples in read_manifest(run_dir).items()}
+def _split_signature(run_dir: Path) -> str:
+    """Which file went to which split, short enough for the one-line error: sizes and a digest."""
+    splits = read_manifest(run_dir)
+    rows = sorted(f"{name},{s.path},{s.label}" for name, samples in splits.items() for s in samples)
+    sizes = "/".join(str(len(samples)) for samples in splits.values())
+    return f"{sizes} images (digest {hashlib.sha1(chr(10).join(rows).encode()).hexdigest()[:10]})"
 
 
 def _agree(what: str, values: Sequence[Any], runs: Sequence[Path], hint: str = "") -> None:
@@ -69,7 +74,7 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
     _agree("the face stage", [FaceSettings.from_config(d).describe() for d in data], runs)
     _agree(
         "their train/val/test split",
-        [_split_rows(r) for r in runs],
+        [_split_signature(r) for r in runs],
         runs,
         "; train the members on one split: seed=N data.split.seed=S with the same S",
     )
