@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import NOISE, assert_one_line, compose_cfg, make_images, run_cli
+from helpers import NOISE, assert_one_line, compose_cfg, make_images, run_cli, save_tiny_model
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -20,18 +20,9 @@ NAMES = ["male", "female"]
 
 
 def save_gain_model(path: Path, gain: float) -> Path:
-    """Raw pixels -> brightness -> sigmoid(gain * (brightness - 0.47)): the generated women are
-    brighter; each gain gives a member its own known probabilities."""
-    import keras
-
-    inputs = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    dense = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, dense(x), name="same_name_in_every_member")
-    dense.set_weights([np.full((3, 1), gain / 3), np.array([-0.47 * gain])])
-    model.save(path)
-    return path
+    """sigmoid(gain * (brightness - 0.47)): the generated women are brighter; each gain gives a
+    member its own known probabilities (every member's model has the same name, as in real runs)."""
+    return save_tiny_model(path, weights=(gain / 3, gain / 3, gain / 3), bias=-0.47 * gain)
 
 
 def fake_run(run_dir: Path, root: Path, gain: float, split_seed: int = 0, *overrides: str) -> Path:

@@ -96,8 +96,11 @@ def cli_in_process(module: str, *args: str, capsys) -> subprocess.CompletedProce
     return subprocess.CompletedProcess([module, *args], code, out, err)
 
 
-def save_tiny_model(path: Path) -> Path:
-    """Raw pixels -> Rescaling -> channel means -> sigmoid(8 * (red - blue)): red means female.
+def save_tiny_model(
+    path: Path, weights: tuple[float, float, float] = (8.0, 0.0, -8.0), bias: float = 0.0, name: str = "tiny"
+) -> Path:
+    """Raw pixels -> Rescaling -> channel means -> sigmoid(weights . means + bias); by default
+    sigmoid(8 * (red - blue)): red means female.
 
     Fixed weights instead of training keep the expected predictions exact and the test fast.
     """
@@ -107,8 +110,8 @@ def save_tiny_model(path: Path) -> Path:
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(1, activation="sigmoid")
-    model = keras.Model(inputs, dense(x))
-    dense.set_weights([np.array([[8.0], [0.0], [-8.0]]), np.zeros(1)])
+    model = keras.Model(inputs, dense(x), name=name)
+    dense.set_weights([np.array(weights, dtype=float).reshape(3, 1), np.array([bias])])
     model.save(path)
     return path
 
