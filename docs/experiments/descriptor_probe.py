@@ -1,0 +1,182 @@
+"""Probe: how far does a head on dlib's pretrained face descriptor get, on this project's splits?
+
+Not part of the package. It answers one question before anyone builds a model option around it:
+do the 128-d descriptors of ``dlib_face_recognition_resnet_model_v1`` (shipped inside the
+``face-recognition-models`` wheel, trained on millions of faces), with a small classifier fitted on
+genderface, generalise across people better than the from-scratch CNN? The face is found with the
+project's own detector (``gender.face.detect_largest``), aligned by dlib's 5 landmarks into the
+150x150 chip the descriptor network expects; no face: the whole image, resized.
+
+    python docs/experiments/descriptor_probe.py describe ../shared/data/genderface gf.npz
+    python docs/experiments/descriptor_probe.py describe ../shared/data/fairface540 ff.npz
+    python docs/experiments/descriptor_probe.py score gf.npz ff.npz ../shared/data/fairface540/labels.csv
+
+Splits are the project's own (``gender.data.split_samples`` over content digests, label conflicts
+dropped, seed 42), so validation and test are the files ``experiment=best`` is measured on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sys
+import time
+from collections import Counter
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from gender import face
+from gender.data import DataReport, Sample, _drop_label_conflicts, image_kinds, split_samples
+
+CLASSES = {"man": 0, "woman": 1}  # genderface's and fairface540's folders; female is class 1
+_models: dict = {}
+
+
+def _init() -> None:
+    import dlib
+
+    weights = face.model_file_path("dlib_face_recognition_resnet_model_v1.dat")
+    _models["dlib"], _models["net"] = dlib, dlib.face_recognition_model_v1(str(weights))
+
+
+def _describe(path: str) -> tuple[np.ndarray, bool, str]:
+    dlib = _models["dlib"]
+    image = Image.open(path)
+    kind = f"{image.width}x{image.height}"
+    rgb = np.asarray(image.convert("RGB"))
+    box = face.detect_largest(rgb)
+    if box is None:
+        chip = np.asarray(Image.fromarray(rgb).resize((150, 150), Image.BILINEAR))
+    else:
+        left, top, right, bottom = box
+        pad = int(max(right - left, bottom - top) * 1.5) + 1
+        padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        shape = face._dlib()[2](padded, dlib.rectangle(left + pad, top + pad, right + pad, bottom + pad))
+        chip = dlib.get_face_chip(padded, shape, size=150, padding=0.25)
+    vector = np.array(_models["net"].compute_face_descriptor(np.ascontiguousarray(chip)), dtype=np.float32)
+    return vector, box is not None, kind
+
+
+def describe(root: str, out: str) -> None:
+    files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    start = time.time()
+    with Pool(2, initializer=_init) as pool:
+        rows = pool.map(_describe, [str(p) for p in files], chunksize=32)
+    np.savez(
+        out,
+        X=np.stack([r[0] for r in rows]),
+        found=np.array([r[1] for r in rows]),
+        kind=np.array([r[2] for r in rows]),
+        y=np.array([CLASSES[p.parent.name] for p in files]),
+        files=np.array([str(p) for p in files]),
+        sha1=np.array([hashlib.sha1(p.read_bytes()).hexdigest() for p in files]),
+    )
+    found = np.mean([r[1] for r in rows])
+    print(f"{len(files)} images in {time.time() - start:.0f} s; face found in {found:.1%}")
+
+
+def _split(files, y, sha1, ratios, seed=42, keep=None):
+    """Indices per split, as ``gender.data.prepare`` chooses them (conflicts dropped first)."""
+    samples = [Sample(f, int(label), "") for f, label in zip(files, y, strict=True)]
+    digests = dict(zip(files, sha1, strict=True))
+    good, _ = _drop_label_conflicts(samples, digests, ["male", "female"], DataReport())
+    if keep is not None:
+        good = [s for s in good if keep(s.path)]
+    where = {f: i for i, f in enumerate(files)}
+    splits = split_samples(good, ratios, seed, digests)
+    return {name: np.array([where[s.path] for s in members], dtype=int) for name, members in splits.items()}
+
+
+def _heads():
+    def balanced(y):
+        return np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+
+    return {
+        "logistic, balanced": (make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)), balanced),
+        "RBF SVM, balanced": (make_pipeline(StandardScaler(), SVC()), balanced),
+        "MLP 256": (
+            make_pipeline(
+                StandardScaler(), MLPClassifier((256,), alpha=1e-3, early_stopping=True, random_state=0)
+            ),
+            None,
+        ),
+    }
+
+
+def _fit(clf, weight, X, y):
+    kwargs = {f"{clf.steps[-1][0]}__sample_weight": weight(y)} if weight else {}
+    return clf.fit(X, y, **kwargs)
+
+
+def _acc(pred, y, mask=None) -> str:
+    """Accuracy with its Wilson 95% interval, as ``gender.evaluate`` reports it."""
+    mask = np.ones(len(y), bool) if mask is None else mask
+    n, p = int(mask.sum()), float(np.mean(pred[mask] == y[mask]))
+    centre, half = (
+        (p + 1.92 / n) / (1 + 3.84 / n),
+        1.96 * np.sqrt(p * (1 - p) / n + 0.96 / n**2) / (1 + 3.84 / n),
+    )
+    return f"{100 * p:.1f}% [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}] (n={n})"
+
+
+def score(gf_path: str, ff_path: str, labels_csv: str) -> None:
+    gf, ff = np.load(gf_path), np.load(ff_path)
+    X, y, files, sha1 = gf["X"], gf["y"], list(gf["files"]), list(gf["sha1"])
+    kinds = dict(zip(files, image_kinds(list(gf["kind"])), strict=True))
+    print(f"genderface: {len(y)} images, face found {gf['found'].mean():.1%}; {Counter(kinds.values())}")
+    split = _split(files, y, sha1, {"train": 0.8, "val": 0.1, "test": 0.1})
+    print({k: len(v) for k, v in split.items()})
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(open(labels_csv))}
+    meta = [rows[Path(f).name] for f in ff["files"]]
+    age = np.array([r["age"] for r in meta])
+    race = np.array([r["race"] for r in meta])
+    adult = np.isin(age, ["20-29", "30-39", "40-49", "50-59"])
+    old = np.isin(age, ["60-69", "70+"])
+    young = np.isin(age, ["0-2", "3-9", "10-19"])
+    fitted = {}
+    for name, (clf, weight) in _heads().items():
+        start = time.time()
+        clf = _fit(clf, weight, X[split["train"]], y[split["train"]])
+        fit_s = time.time() - start
+        fitted[name] = clf
+        val = clf.predict(X[split["val"]])
+        pf = clf.predict(ff["X"])
+        groups = {r: np.mean((pf == ff["y"])[adult & (race == r)]) for r in sorted(set(race))}
+        spread = 100 * (max(groups.values()) - min(groups.values()))
+        women_old = old & (ff["y"] == 1)
+        print(
+            f"{name} (fitted in {fit_s:.0f} s): val {_acc(val, y[split['val']])};"
+            f" FairFace {_acc(pf, ff['y'])}, adults {_acc(pf, ff['y'], adult)},"
+            f" 0-19 {_acc(pf, ff['y'], young)}, 60+ {_acc(pf, ff['y'], old)},"
+            f" women 60+ {_acc(pf, ff['y'], women_old)}; adult ethnic spread {spread:.1f} ("
+            + ", ".join(f"{r} {100 * v:.1f}" for r, v in groups.items())
+            + ")"
+        )
+    best = max(fitted, key=lambda n: np.mean(fitted[n].predict(X[split["val"]]) == y[split["val"]]))
+    test = fitted[best].predict(X[split["test"]])
+    print(f"chosen by validation: {best}; in-domain test {_acc(test, y[split['test']])}")
+    digest_of = dict(zip(files, sha1, strict=True))
+    usable = set(_split(files, y, sha1, {"train": 1.0})["train"])  # label conflicts dropped
+    for held in ("128x128", "100x100"):
+        held_idx = np.array([i for i, f in enumerate(files) if kinds[f] == held and i in usable])
+        held_digests = {sha1[i] for i in held_idx}
+
+        def keep(path: str, kind: str = held, digests: set = held_digests) -> bool:
+            return kinds[path] != kind and digest_of[path] not in digests
+
+        part = _split(files, y, sha1, {"train": 0.9, "val": 0.1}, keep=keep)
+        clf = _fit(*_heads()[best], X[part["train"]], y[part["train"]])
+        pred = clf.predict(X[held_idx])
+        print(f"held-out kind {held}: trained on {len(part['train'])}, accuracy {_acc(pred, y[held_idx])}")
+
+
+if __name__ == "__main__":
+    {"describe": describe, "score": score}[sys.argv[1]](*sys.argv[2:])
