@@ -10,6 +10,11 @@ project's own detector (``gender.face.detect_largest``), aligned by dlib's 5 lan
     python docs/experiments/descriptor_probe.py describe ../shared/data/genderface gf.npz
     python docs/experiments/descriptor_probe.py describe ../shared/data/fairface540 ff.npz
     python docs/experiments/descriptor_probe.py score gf.npz ff.npz ../shared/data/fairface540/labels.csv
+    python docs/experiments/descriptor_probe.py combine gf.npz ff.npz ../shared/data/fairface540/labels.csv \
+        RUN_val/predictions.csv RUN_fairface/predictions.csv
+
+``combine`` averages each head's probability with a trained CNN's (``evaluate``'s predictions
+files for ``split=val`` and for FairFace), half and half.
 
 Splits are the project's own (``gender.data.split_samples`` over content digests, label conflicts
 dropped, seed 42), so validation and test are the files ``experiment=best`` is measured on.
@@ -127,6 +132,17 @@ def _acc(pred, y, mask=None) -> str:
     return f"{100 * p:.1f}% [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}] (n={n})"
 
 
+def _fairface_groups(ff, labels_csv: str) -> tuple[np.ndarray, ...]:
+    """Race per photo and the masks of adults (20-59), people over 60 and under 20."""
+    with open(labels_csv, newline="") as f:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(f)}
+    meta = [rows[Path(name).name] for name in ff["files"]]
+    age = np.array([r["age"] for r in meta])
+    race = np.array([r["race"] for r in meta])
+    adult = np.isin(age, ["20-29", "30-39", "40-49", "50-59"])
+    return race, adult, np.isin(age, ["60-69", "70+"]), np.isin(age, ["0-2", "3-9", "10-19"])
+
+
 def score(gf_path: str, ff_path: str, labels_csv: str) -> None:
     gf, ff = np.load(gf_path), np.load(ff_path)
     X, y, files, sha1 = gf["X"], gf["y"], list(gf["files"]), list(gf["sha1"])
@@ -134,13 +150,7 @@ def score(gf_path: str, ff_path: str, labels_csv: str) -> None:
     print(f"genderface: {len(y)} images, face found {gf['found'].mean():.1%}; {Counter(kinds.values())}")
     split = _split(files, y, sha1, {"train": 0.8, "val": 0.1, "test": 0.1})
     print({k: len(v) for k, v in split.items()})
-    rows = {Path(r["file"]).name: r for r in csv.DictReader(open(labels_csv))}
-    meta = [rows[Path(f).name] for f in ff["files"]]
-    age = np.array([r["age"] for r in meta])
-    race = np.array([r["race"] for r in meta])
-    adult = np.isin(age, ["20-29", "30-39", "40-49", "50-59"])
-    old = np.isin(age, ["60-69", "70+"])
-    young = np.isin(age, ["0-2", "3-9", "10-19"])
+    race, adult, old, young = _fairface_groups(ff, labels_csv)
     fitted = {}
     for name, (clf, weight) in _heads().items():
         start = time.time()
@@ -178,5 +188,45 @@ def score(gf_path: str, ff_path: str, labels_csv: str) -> None:
         print(f"held-out kind {held}: trained on {len(part['train'])}, accuracy {_acc(pred, y[held_idx])}")
 
 
+def _cnn_probs(predictions_csv: str, files: list[str]) -> np.ndarray:
+    """A run's probability of class 1 (female) per file, from ``evaluate``'s predictions.csv."""
+    with open(predictions_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    column = next(c for c in rows[0] if c.startswith("prob_"))
+    by_path = {str(Path(r["path"]).resolve()): float(r[column]) for r in rows}
+    return np.array([by_path.get(str(Path(p).resolve()), np.nan) for p in files])
+
+
+def combine(gf_path: str, ff_path: str, labels_csv: str, val_csv: str, fairface_csv: str) -> None:
+    gf, ff = np.load(gf_path), np.load(ff_path)
+    X, y, files, sha1 = gf["X"], gf["y"], list(gf["files"]), list(gf["sha1"])
+    split = _split(files, y, sha1, {"train": 0.8, "val": 0.1, "test": 0.1})
+    val = split["val"]
+    cnn_val = _cnn_probs(val_csv, [files[i] for i in val])
+    cnn_ff = _cnn_probs(fairface_csv, list(ff["files"]))
+    if np.isnan(cnn_val).any() or np.isnan(cnn_ff).any():
+        raise SystemExit("the predictions files do not cover the validation split / FairFace")
+    race, adult, old, young = _fairface_groups(ff, labels_csv)
+    heads = _heads()
+    heads["RBF SVM, balanced"][0].steps[-1][1].set_params(probability=True)
+    candidates = {"CNN alone": (cnn_val, cnn_ff)}
+    for name, (clf, weight) in heads.items():
+        clf = _fit(clf, weight, X[split["train"]], y[split["train"]])
+        head_val, head_ff = clf.predict_proba(X[val])[:, 1], clf.predict_proba(ff["X"])[:, 1]
+        candidates[name] = (head_val, head_ff)
+        candidates[f"CNN + {name}"] = ((cnn_val + head_val) / 2, (cnn_ff + head_ff) / 2)
+    for name, (pv, pf) in candidates.items():
+        pv, pf = (pv >= 0.5).astype(int), (pf >= 0.5).astype(int)
+        groups = {r: np.mean((pf == ff["y"])[adult & (race == r)]) for r in sorted(set(race))}
+        spread = 100 * (max(groups.values()) - min(groups.values()))
+        women_old = old & (ff["y"] == 1)
+        print(
+            f"{name}: val {_acc(pv, y[val])}; FairFace {_acc(pf, ff['y'])},"
+            f" adults {_acc(pf, ff['y'], adult)},"
+            f" 0-19 {_acc(pf, ff['y'], young)}, 60+ {_acc(pf, ff['y'], old)},"
+            f" women 60+ {_acc(pf, ff['y'], women_old)}; adult ethnic spread {spread:.1f}"
+        )
+
+
 if __name__ == "__main__":
-    {"describe": describe, "score": score}[sys.argv[1]](*sys.argv[2:])
+    {"describe": describe, "score": score, "combine": combine}[sys.argv[1]](*sys.argv[2:])
