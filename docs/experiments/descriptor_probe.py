@@ -40,6 +40,7 @@ from sklearn.svm import SVC
 
 from gender import face
 from gender.data import DataReport, Sample, _drop_label_conflicts, image_kinds, split_samples
+from gender.evaluation import paired_comparison, wilson_interval
 
 CLASSES = {"man": 0, "woman": 1}  # genderface's and fairface540's folders; female is class 1
 _models: dict = {}
@@ -124,12 +125,25 @@ def _fit(clf, weight, X, y):
 def _acc(pred, y, mask=None) -> str:
     """Accuracy with its Wilson 95% interval, as ``gender.evaluate`` reports it."""
     mask = np.ones(len(y), bool) if mask is None else mask
-    n, p = int(mask.sum()), float(np.mean(pred[mask] == y[mask]))
-    centre, half = (
-        (p + 1.92 / n) / (1 + 3.84 / n),
-        1.96 * np.sqrt(p * (1 - p) / n + 0.96 / n**2) / (1 + 3.84 / n),
+    n, k = int(mask.sum()), int(np.sum(pred[mask] == y[mask]))
+    low, high = wilson_interval(k, n)
+    return f"{100 * k / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}] (n={n})"
+
+
+def _line(val_pred, val_y, ff_pred, ff, groups) -> str:
+    """Validation and FairFace (overall, by age, women over 60, adult ethnic groups) in one line."""
+    race, adult, old, young = groups
+    right = ff_pred == ff["y"]
+    by_race = {r: np.mean(right[adult & (race == r)]) for r in sorted(set(race))}
+    spread = 100 * (max(by_race.values()) - min(by_race.values()))
+    return (
+        f"val {_acc(val_pred, val_y)}; FairFace {_acc(ff_pred, ff['y'])},"
+        f" adults {_acc(ff_pred, ff['y'], adult)}, 0-19 {_acc(ff_pred, ff['y'], young)},"
+        f" 60+ {_acc(ff_pred, ff['y'], old)}, women 60+ {_acc(ff_pred, ff['y'], old & (ff['y'] == 1))};"
+        f" adult ethnic spread {spread:.1f} ("
+        + ", ".join(f"{r} {100 * v:.1f}" for r, v in by_race.items())
+        + ")"
     )
-    return f"{100 * p:.1f}% [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}] (n={n})"
 
 
 def _fairface_groups(ff, labels_csv: str) -> tuple[np.ndarray, ...]:
@@ -150,26 +164,15 @@ def score(gf_path: str, ff_path: str, labels_csv: str) -> None:
     print(f"genderface: {len(y)} images, face found {gf['found'].mean():.1%}; {Counter(kinds.values())}")
     split = _split(files, y, sha1, {"train": 0.8, "val": 0.1, "test": 0.1})
     print({k: len(v) for k, v in split.items()})
-    race, adult, old, young = _fairface_groups(ff, labels_csv)
+    groups = _fairface_groups(ff, labels_csv)
     fitted = {}
     for name, (clf, weight) in _heads().items():
         start = time.time()
         clf = _fit(clf, weight, X[split["train"]], y[split["train"]])
         fit_s = time.time() - start
         fitted[name] = clf
-        val = clf.predict(X[split["val"]])
-        pf = clf.predict(ff["X"])
-        groups = {r: np.mean((pf == ff["y"])[adult & (race == r)]) for r in sorted(set(race))}
-        spread = 100 * (max(groups.values()) - min(groups.values()))
-        women_old = old & (ff["y"] == 1)
-        print(
-            f"{name} (fitted in {fit_s:.0f} s): val {_acc(val, y[split['val']])};"
-            f" FairFace {_acc(pf, ff['y'])}, adults {_acc(pf, ff['y'], adult)},"
-            f" 0-19 {_acc(pf, ff['y'], young)}, 60+ {_acc(pf, ff['y'], old)},"
-            f" women 60+ {_acc(pf, ff['y'], women_old)}; adult ethnic spread {spread:.1f} ("
-            + ", ".join(f"{r} {100 * v:.1f}" for r, v in groups.items())
-            + ")"
-        )
+        line = _line(clf.predict(X[split["val"]]), y[split["val"]], clf.predict(ff["X"]), ff, groups)
+        print(f"{name} (fitted in {fit_s:.0f} s): {line}")
     best = max(fitted, key=lambda n: np.mean(fitted[n].predict(X[split["val"]]) == y[split["val"]]))
     test = fitted[best].predict(X[split["test"]])
     print(f"chosen by validation: {best}; in-domain test {_acc(test, y[split['test']])}")
@@ -206,7 +209,7 @@ def combine(gf_path: str, ff_path: str, labels_csv: str, val_csv: str, fairface_
     cnn_ff = _cnn_probs(fairface_csv, list(ff["files"]))
     if np.isnan(cnn_val).any() or np.isnan(cnn_ff).any():
         raise SystemExit("the predictions files do not cover the validation split / FairFace")
-    race, adult, old, young = _fairface_groups(ff, labels_csv)
+    groups = _fairface_groups(ff, labels_csv)
     heads = _heads()
     heads["RBF SVM, balanced"][0].steps[-1][1].set_params(probability=True)
     candidates = {"CNN alone": (cnn_val, cnn_ff)}
@@ -215,16 +218,13 @@ def combine(gf_path: str, ff_path: str, labels_csv: str, val_csv: str, fairface_
         head_val, head_ff = clf.predict_proba(X[val])[:, 1], clf.predict_proba(ff["X"])[:, 1]
         candidates[name] = (head_val, head_ff)
         candidates[f"CNN + {name}"] = ((cnn_val + head_val) / 2, (cnn_ff + head_ff) / 2)
+    cnn_right = (cnn_ff >= 0.5) == ff["y"]
     for name, (pv, pf) in candidates.items():
         pv, pf = (pv >= 0.5).astype(int), (pf >= 0.5).astype(int)
-        groups = {r: np.mean((pf == ff["y"])[adult & (race == r)]) for r in sorted(set(race))}
-        spread = 100 * (max(groups.values()) - min(groups.values()))
-        women_old = old & (ff["y"] == 1)
+        paired = paired_comparison(pf == ff["y"], cnn_right)
         print(
-            f"{name}: val {_acc(pv, y[val])}; FairFace {_acc(pf, ff['y'])},"
-            f" adults {_acc(pf, ff['y'], adult)},"
-            f" 0-19 {_acc(pf, ff['y'], young)}, 60+ {_acc(pf, ff['y'], old)},"
-            f" women 60+ {_acc(pf, ff['y'], women_old)}; adult ethnic spread {spread:.1f}"
+            f"{name}: {_line(pv, y[val], pf, ff, groups)}; on FairFace vs the CNN alone:"
+            f" +{paired['only_model_right']} -{paired['only_other_right']}, p = {paired['p_value']:.2f}"
         )
 
 
