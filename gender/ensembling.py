@@ -47,7 +47,8 @@ def _split_signature(run_dir: Path) -> str:
     splits = read_manifest(run_dir)
     rows = sorted(f"{name},{s.path},{s.label}" for name, samples in splits.items() for s in samples)
     sizes = "/".join(str(len(samples)) for samples in splits.values())
-    return f"{sizes} images (digest {hashlib.sha1(chr(10).join(rows).encode()).hexdigest()[:10]})"
+    digest = hashlib.sha1("\n".join(rows).encode()).hexdigest()[:10]
+    return f"{sizes} images (digest {digest})"
 
 
 def _agree(what: str, values: Sequence[Any], runs: Sequence[Path], hint: str = "") -> None:

@@ -43,6 +43,7 @@ from gender.data import DataReport, Sample, _drop_label_conflicts, image_kinds, 
 from gender.evaluation import paired_comparison, wilson_interval
 
 CLASSES = {"man": 0, "woman": 1}  # genderface's and fairface540's folders; female is class 1
+DESCRIPTOR_CHIP = face.FaceSettings(mode="align", margin=0.25)
 _models: dict = {}
 
 
@@ -50,25 +51,16 @@ def _init() -> None:
     import dlib
 
     weights = face.model_file_path("dlib_face_recognition_resnet_model_v1.dat")
-    _models["dlib"], _models["net"] = dlib, dlib.face_recognition_model_v1(str(weights))
+    _models["net"] = dlib.face_recognition_model_v1(str(weights))
 
 
 def _describe(path: str) -> tuple[np.ndarray, bool, str]:
-    dlib = _models["dlib"]
+    """The project's own face stage, set to the chip the descriptor network expects (150x150,
+    dlib's padding 0.25), then the network's 128-d descriptor."""
     image = Image.open(path)
-    kind = f"{image.width}x{image.height}"
-    rgb = np.asarray(image.convert("RGB"))
-    box = face.detect_largest(rgb)
-    if box is None:
-        chip = np.asarray(Image.fromarray(rgb).resize((150, 150), Image.BILINEAR))
-    else:
-        left, top, right, bottom = box
-        pad = int(max(right - left, bottom - top) * 1.5) + 1
-        padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-        shape = face._dlib()[2](padded, dlib.rectangle(left + pad, top + pad, right + pad, bottom + pad))
-        chip = dlib.get_face_chip(padded, shape, size=150, padding=0.25)
-    vector = np.array(_models["net"].compute_face_descriptor(np.ascontiguousarray(chip)), dtype=np.float32)
-    return vector, box is not None, kind
+    chip, found = face.face_view(np.asarray(image.convert("RGB")), 150, DESCRIPTOR_CHIP)
+    vector = np.array(_models["net"].compute_face_descriptor(chip), dtype=np.float32)
+    return vector, found, f"{image.width}x{image.height}"
 
 
 def describe(root: str, out: str) -> None:
