@@ -221,6 +221,7 @@ FACE_STAGES = {  # what the face stage's cost is reported for: data.face, data.f
     "crop": FaceSettings("crop"),
     "align": FaceSettings("align"),
     "align+cnn": FaceSettings("align", detector="hog_then_cnn"),
+    "descriptor": FaceSettings.from_config({"face": "descriptor"}),
 }
 
 

@@ -19,7 +19,7 @@ CHOICES = {  # null is allowed too
     "data.bad_files": ("skip", "error"),
     "optimizer.schedule": ("constant", "cosine"),
     "trainer.strategy": ("default", "mirrored", "multi_worker"),
-    "model.name": ("seed_cnn", "rescnn"),
+    "model.name": ("seed_cnn", "rescnn", "descriptor_mlp"),
     # gender.data.sample_weights
     "trainer.class_weight": ("balanced", "balanced_per_kind", "balanced_per_kind_and_age"),
 }
@@ -246,6 +246,44 @@ def _check_augmentation(cfg: DictConfig) -> None:
             raise UserError(f"{key}={v} is invalid: [low, high] {meaning} 0 <= low <= high <= {top}")
 
 
+#: augmentation keys that set how, not how much: every other one switches an image transform on
+AUGMENTATION_SETTINGS = (
+    "placement",
+    "fill_mode",
+    "fused",
+    "low_resolution_min_scale",
+    "jpeg_quality",
+    "erasing_area",
+)
+VECTOR_MODELS = ("descriptor_mlp",)  # models whose input is the face descriptor, not an image
+
+
+def _check_inputs_fit(cfg: DictConfig, face: FaceSettings) -> None:
+    """A descriptor is 128 numbers, not an image: the model, image augmentation and the mirror
+    average must fit what the face stage gives, or the run fails after the data was decoded."""
+    name = _get(cfg, "model.name")
+    if name is not None and face.describes != (name in VECTOR_MODELS):
+        if face.describes:
+            raise UserError(
+                f"data.face=descriptor gives the model 128 numbers per face, not an image: use "
+                f"model={VECTOR_MODELS[0]} (model={name} takes images), e.g. experiment=face_descriptor"
+            )
+        raise UserError(
+            f"model={name} takes face descriptors: set data.face=descriptor (or use an image model)"
+        )
+    if not face.describes:
+        return
+    aug = _get(cfg, "augmentation") or {}
+    on = [k for k, v in aug.items() if k not in AUGMENTATION_SETTINGS and v]
+    if on:
+        raise UserError(
+            f"augmentation.{on[0]}={aug[on[0]]}: image augmentation does not apply to data.face=descriptor "
+            "(the model sees 128 numbers per face); use augmentation=none"
+        )
+    if _get(cfg, "model.test_time_flip"):
+        raise UserError("model.test_time_flip=true mirrors images; with data.face=descriptor set it to false")
+
+
 def _check_trainer_and_model(cfg: DictConfig) -> None:
     """Values that otherwise fail (or silently do nothing) only after the data was read."""
     for key in ("trainer.checkpoint.monitor", "trainer.early_stopping.monitor"):
@@ -281,7 +319,8 @@ def _check_trainer_and_model(cfg: DictConfig) -> None:
     if start is not None and (not _int_value(start) or start < 1):
         raise UserError(f"optimizer.ema_start_epoch={start} is invalid: must be an integer >= 1")
     if _get(cfg, "data") is not None:
-        FaceSettings.from_config(cfg.data)  # data.face, data.face_margin, data.face_detector
+        face = FaceSettings.from_config(cfg.data)  # data.face, data.face_margin, data.face_detector
+        _check_inputs_fit(cfg, face)
     # the seed CNN halves the image at each of its pooling layers: below 2^n pixels a side,
     # Keras fails while building the model, after the data was decoded
     if _get(cfg, "model.name") == "seed_cnn":

@@ -3,7 +3,8 @@
 Every file is read once per data configuration: decoding, resizing, validation and hashing happen in
 one pass whose result (``images.npy`` + ``index.json``) is cached under ``paths.cache_dir`` and keyed
 by the file list and the image size, so every job of a sweep reuses it. Training then only gathers
-uint8 batches from that array, so the input pipeline stays behind the training step.
+uint8 batches from that array, so the input pipeline stays behind the training step. With
+``data.face=descriptor`` the cache holds each face's 128 descriptor numbers (float32) instead.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import errno
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import stat
 import sys
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from gender.config import check_choice
 from gender.errors import UserError
-from gender.face import FaceSettings, check_available, face_view
+from gender.face import DESCRIPTOR_CHIP, FaceSettings, check_available, face_descriptor, face_view
 from gender.io import atomic_path, directory_lock, write_csv, write_json
 from gender.progress import progress
 
@@ -82,6 +83,7 @@ class DataReport:
             f"{len(self.conflicts)} files with conflicting labels excluded"
             + (
                 f"; face stage ({self.face_mode}): no face found in {self.no_face} images, whole image used"
+                + (" (described)" if self.face_mode == "descriptor" else "")
                 if self.face_mode != "none"
                 else ""
             )
@@ -91,7 +93,8 @@ class DataReport:
 
 @dataclass
 class ImageCache:
-    """Decoded images of a file list: ``images[i]`` is ``paths[i]`` as uint8 (S, S, 3)."""
+    """Decoded images of a file list: ``images[i]`` is ``paths[i]`` as uint8 (S, S, 3), or as its
+    float32 (128,) face descriptor with ``data.face=descriptor``."""
 
     images: np.ndarray
     paths: list[str]
@@ -270,10 +273,11 @@ def open_rgb(path: str | os.PathLike, draft: int | None = None, max_pixels: int 
 def load_face(
     path: str | os.PathLike, size: int, max_pixels: int | None = None, face: FaceSettings | None = None
 ) -> tuple[np.ndarray, bool, str]:
-    """(uint8 RGB (size, size, 3), whether the face stage found no face, original "WxH").
+    """(the model's input, whether the face stage found no face, original "WxH").
 
-    Training, evaluation and prediction all use this one function, so a model sees the same
-    pixels everywhere. Raises ValueError on bad files.
+    The input is uint8 RGB (size, size, 3), or the face's float32 (128,) descriptor with
+    ``data.face=descriptor``. Training, evaluation and prediction all use this one function, so a
+    model sees the same input everywhere. Raises ValueError on bad files.
     """
     face = face or FaceSettings()
     # JPEG draft decoding is only safe without the face stage, which needs the face's detail
@@ -281,7 +285,9 @@ def load_face(
     kind = "{}x{}".format(*im.info["original_size"])
     if not face.active:
         return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8), False, kind
-    view, found = face_view(np.asarray(im), size, face)
+    view, found = (
+        face_descriptor(np.asarray(im), face) if face.describes else face_view(np.asarray(im), size, face)
+    )
     return view, not found, kind
 
 
@@ -375,9 +381,12 @@ def build_cache(
     data configuration.
     """
     face = face or FaceSettings()
+    if face.describes:
+        image_size = DESCRIPTOR_CHIP  # the network's own chip, whatever data.image_size says
     key = cache_key(paths, image_size, max_pixels, face.key())
     tag = "" if not face.active else f"-{face.mode}"
-    directory = Path(cache_dir) / f"images-{image_size}px{tag}-{key}"
+    name = "descriptors" if face.describes else f"images-{image_size}px{tag}"
+    directory = Path(cache_dir) / f"{name}-{key}"
     index_file = directory / "index.json"
     reused = _reusable(index_file)
     if not reused:
@@ -447,8 +456,9 @@ def _decode_into(
         f" with the face stage {face.describe()}" if face.active else "",
         directory,
     )
-    shape = (len(paths), image_size, image_size, 3)
-    needed = int(np.prod(shape)) + (1 << 20)
+    shape = (len(paths), *face.input_shape(image_size))
+    dtype = np.float32 if face.describes else np.uint8
+    needed = int(np.prod(shape)) * np.dtype(dtype).itemsize + (1 << 20)
     free = shutil.disk_usage(directory).free
     if free < needed:
         raise OSError(
@@ -458,31 +468,30 @@ def _decode_into(
             str(directory),
         )
     with atomic_path(directory / "images.npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         _reserve(tmp, os.path.getsize(tmp))
         reasons = [""] * len(paths)
         digests = [""] * len(paths)
         no_face = [False] * len(paths)
         kinds = [""] * len(paths)
         retry: list[int] = []
-        lock = threading.Lock()
-
-        def work(i: int) -> None:
-            try:
-                if not stat.S_ISREG(os.stat(paths[i]).st_mode):  # a pipe would block the read
-                    raise ValueError("not a regular file")
-                digests[i] = _file_digest(paths[i])
-                out[i], no_face[i], kinds[i] = load_face(paths[i], image_size, max_pixels, face)
-            except ValueError as e:
-                with lock:
-                    reasons[i] = str(e).splitlines()[0] or type(e).__name__
-            except OSError as e:  # could not read it at all: retried by the next build
-                with lock:
-                    reasons[i] = _unreadable_reason(e)
+        jobs = [(p, image_size, max_pixels, face) for p in paths]
+        if face.describes:  # dlib's network holds the GIL: one process per core
+            spawn = multiprocessing.get_context("spawn")  # no fork of a process TensorFlow may run in
+            pool: Any = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=spawn)
+            results = pool.map(_decode_one, jobs, chunksize=16)
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2))
+            results = pool.map(_decode_one, jobs)
+        with pool:
+            for i, (item, missing, kind, digest, reason, unreadable) in enumerate(
+                progress(results, total=len(paths), desc="decoding")
+            ):
+                digests[i], reasons[i], no_face[i], kinds[i] = digest, reason, missing, kind
+                if item is not None:
+                    out[i] = item
+                if unreadable:  # could not read it at all: retried by the next build
                     retry.append(i)
-
-        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as ex:
-            list(progress(ex.map(work, range(len(paths))), total=len(paths), desc="decoding"))
         out.flush()
         out = None  # release the memory map before the rename
     write_json(
@@ -497,6 +506,25 @@ def _decode_into(
         },
         directory / "index.json",
     )
+
+
+def _decode_one(
+    job: tuple[str, int, int | None, FaceSettings],
+) -> tuple[np.ndarray | None, bool, str, str, str, bool]:
+    """One file of the cache: (input or None, no face, kind, digest, reason it was skipped, whether
+    it could not be read at all). A top-level function, so worker processes can run it."""
+    path, image_size, max_pixels, face = job
+    digest = ""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would block the read
+            raise ValueError("not a regular file")
+        digest = _file_digest(path)
+        item, missing, kind = load_face(path, image_size, max_pixels, face)
+        return item, missing, kind, digest, "", False
+    except ValueError as e:
+        return None, False, "", digest, str(e).splitlines()[0] or type(e).__name__, False
+    except OSError as e:
+        return None, False, "", digest, _unreadable_reason(e), True
 
 
 def _available_memory() -> int:
@@ -865,7 +893,8 @@ def make_dataset(
     epoch=None,
     weights: np.ndarray | None = None,
 ):
-    """Batches of (uint8 images, float32 labels[, float32 loss weights]) gathered from the decoded cache.
+    """Batches of (uint8 images or float32 descriptors, float32 labels[, float32 loss weights])
+    gathered from the decoded cache.
 
     Shuffling indices (not pixels) is free; one numpy gather per batch replaces per-image
     decode + resize, and parallel calls keep it behind the training step. The training order is a
@@ -874,11 +903,11 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    size = images.shape[1]
+    shape, dtype = tuple(images.shape[1:]), images.dtype
 
     def gather(idx: np.ndarray, lbl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(idx)  # sorted reads are faster on a memory map
-        out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
+        out = np.empty((len(idx), *shape), dtype=dtype)
         out[order] = images[idx[order]]
         return out, lbl
 
@@ -898,8 +927,8 @@ def make_dataset(
     ds = ds.batch(batch_size)
 
     def load(idx, lbl, *weight):
-        x, y = tf.numpy_function(gather, [idx, lbl], [tf.uint8, tf.float32], stateful=False)
-        x.set_shape([None, size, size, 3])
+        x, y = tf.numpy_function(gather, [idx, lbl], [tf.as_dtype(dtype), tf.float32], stateful=False)
+        x.set_shape([None, *shape])
         y.set_shape([None])
         return (x, y, *weight)
 

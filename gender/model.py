@@ -1,7 +1,8 @@
-"""Model presets built from ``cfg.model``; every model takes raw RGB pixels in [0, 255].
+"""Model presets built from ``cfg.model``; image models take raw RGB pixels in [0, 255].
 
 Rescaling lives inside the model (it has no weights), so a saved ``model.keras`` is self-contained:
-evaluation and prediction feed it decoded pixels without knowing the training recipe.
+evaluation and prediction feed it decoded pixels without knowing the training recipe. The one
+model for ``data.face=descriptor`` (``descriptor_mlp``) takes the face's 128 descriptor numbers.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import keras
 
+from gender.config import VECTOR_MODELS
 from gender.errors import UserError
 
 
@@ -43,16 +45,26 @@ def with_test_time_flip(model):
     return keras.Model(inputs, prob, name=f"{model.name}_flip_average")
 
 
-def build_model(model_cfg: Any, image_size: int, augmentation=None, dtype_policy: str | None = None):
-    """Dispatch on ``model.name``; ``augmentation`` (a Keras layer) is prepended when given."""
-    builders = {"seed_cnn": _seed_cnn, "rescnn": _rescnn}
+def build_model(
+    model_cfg: Any, input_shape: int | tuple[int, ...], augmentation=None, dtype_policy: str | None = None
+):
+    """Dispatch on ``model.name``; ``input_shape`` is an image side (square RGB) or the shape the
+    face stage gives (``FaceSettings.input_shape``); ``augmentation`` (a Keras layer) is
+    prepended when given."""
+    builders = {"seed_cnn": _seed_cnn, "rescnn": _rescnn, "descriptor_mlp": _descriptor_mlp}
     if model_cfg.name not in builders:
         raise UserError(f"model.name={model_cfg.name} is unknown; allowed: {', '.join(builders)}")
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    shape = (input_shape, input_shape, 3) if isinstance(input_shape, int) else tuple(input_shape)
+    vectors = len(shape) == 1
+    if vectors != (model_cfg.name in VECTOR_MODELS):
+        kind = "a face descriptor" if vectors else "an image"
+        raise UserError(f"model={model_cfg.name} does not take {kind} input (see data.face=descriptor)")
+    inputs = keras.Input(shape=shape, name="descriptor" if vectors else "image")
     x = inputs
     if augmentation is not None:
         x = augmentation(x)
-    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
+    if not vectors:
+        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = builders[model_cfg.name](model_cfg, x)
     # The output layer stays float32 under mixed precision: a float16 sigmoid saturates.
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="prob")(x)
@@ -126,4 +138,18 @@ def _rescnn(c: Any, x):
     x = layers.GlobalAveragePooling2D()(x)
     if c.dropout:
         x = layers.Dropout(c.dropout)(x)
+    return x
+
+
+def _descriptor_mlp(c: Any, x):
+    """A small head on dlib's 128-d face descriptor: standardised by batch statistics (the
+    descriptor's components are small, about +-0.2), then (Dense-Dropout) per hidden layer."""
+    from keras import layers, regularizers
+
+    reg = regularizers.L2(c.weight_decay) if c.get("weight_decay") else None
+    x = layers.BatchNormalization(name="standardize")(x)
+    for units in c.hidden_units:
+        x = layers.Dense(int(units), activation="relu", kernel_regularizer=reg)(x)
+        if c.dropout:
+            x = layers.Dropout(c.dropout)(x)
     return x

@@ -110,7 +110,7 @@ def prepare_image(
     no_face: str = "whole",
     max_pixels: int | None = None,
 ) -> tuple[np.ndarray | None, str]:
-    """(uint8 (size, size, 3) image or None, status) for one file; ValueError if unreadable.
+    """(the model's input or None, status) for one file; ValueError if unreadable.
 
     The face stage is the training run's own (``data.load_face``), so the model sees what it
     was trained on.
@@ -231,10 +231,10 @@ def run_predict(
     files = [path for path, problem in entries if problem is None]
     class_names = class_names_for(cfg.model_path, cfg.get("class_names"))
     model = load_model(cfg.model_path)
-    size = model_image_size(model, cfg.get("image_size"))
     face = face_settings_for(
         cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
     )
+    size = model_image_size(model, cfg.get("image_size"), face)
     log.info("face stage: %s", face.describe())
     done = iter(
         predict_files(

@@ -23,7 +23,7 @@ from gender import evaluation as ev
 from gender.config import validate_scoring
 from gender.data import Sample, discover, image_kinds, load_face, load_image, read_manifest, resolve_root
 from gender.errors import UserError
-from gender.face import FaceSettings
+from gender.face import DESCRIPTOR_CHIP, FaceSettings
 from gender.inference import (
     decision_threshold_for,
     decode_batches,
@@ -196,13 +196,15 @@ def evaluate_model_with_rows(
     ev.plot_roc(y, p, plots / PLOT_FILES["roc"], class_names)
     if mistakes > 0:
         worst = ev.most_confident_mistakes(y, p, k=mistakes, threshold=threshold)
-        if images is not None:
+        if images is not None and images.ndim == 4:
             pics = [np.asarray(images[kept[j]]) for j in worst]
-        else:
+        else:  # decoded here, or descriptors: the picture is the face the model's input came from
+            used = face or FaceSettings()
+            shown, side = used.picture(), DESCRIPTOR_CHIP if used.describes else image_size
             pics = []
             for j in list(worst):
                 try:  # read again for the picture: a file may have gone since it was scored
-                    pics.append(load_image(samples[kept[j]].path, image_size, max_pixels, face=face))
+                    pics.append(load_image(samples[kept[j]].path, side, max_pixels, face=shown))
                 except (ValueError, OSError):
                     worst = worst[worst != j]
         ev.plot_mistakes(
@@ -378,10 +380,10 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     reference = load_reference(cfg.reference, class_names) if cfg.get("reference") else None
     model = load_model(cfg.model_path)
-    size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"))
     face = face_settings_for(
         cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
     )
+    size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"), face)
     threshold = decision_threshold_for(cfg.model_path, cfg.get("threshold"))
     group_by = list(cfg.get("group_by") or ["group"])
     groups = read_groups_csv(cfg.groups_csv, samples, group_by) if cfg.get("groups_csv") else None

@@ -35,6 +35,7 @@ from gender.checkpoints import (
 from gender.config import validate
 from gender.errors import FinishedRunError, UserError
 from gender.evaluation import balanced_threshold, face_found_column, format_report
+from gender.face import FaceSettings
 from gender.inference import predict_probs
 from gender.io import atomic_path, read_json, write_json
 from gender.optimizer import build_optimizer
@@ -140,7 +141,8 @@ def compile_model(cfg: DictConfig, image_size: int, steps_per_epoch: int, augmen
     from gender.model import build_model, hard_label_accuracy
 
     t = cfg.trainer
-    model = build_model(cfg.model, image_size, augmentation=augmentation)
+    shape = FaceSettings.from_config(cfg.data).input_shape(image_size)  # pixels or a descriptor
+    model = build_model(cfg.model, shape, augmentation=augmentation)
     model.compile(
         optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, int(t.epochs)),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=float(t.label_smoothing)),
@@ -325,6 +327,7 @@ def collect_metrics(
 
     epochs_run = len(history)
     overrides = list(job_info().overrides)
+    face = FaceSettings.from_config(cfg.data)
     return {
         "status": "completed",
         "train_accuracy": float(best["accuracy"]),
@@ -351,9 +354,9 @@ def collect_metrics(
         },
         "split_sizes": {k: len(v) for k, v in ds.splits.items()},
         "face": {
-            "mode": ds.report.face_mode,
-            "margin": float(cfg.data.get("face_margin", 0.5)),
-            "detector": str(cfg.data.get("face_detector", "hog")),
+            "mode": face.mode,
+            "margin": face.margin,
+            "detector": face.detector,
             "no_face_found": ds.report.no_face,
         },
         "warnings": list(ds.report.warnings),  # e.g. a test split of one class
