@@ -5,7 +5,11 @@ work on it unchanged: ``model.keras`` (one Keras model that averages its members
 ``.hydra/config.yaml`` (the members' common ``data`` settings: classes, face stage, size limit,
 and the member runs), ``split.csv`` (their common split, so ``split=test`` scores images no member
 trained on) and, when the members decided one threshold other than 0.5, ``metrics.json`` with it.
-Members must agree on all of these; a mismatch is one line naming it, never a silent mix.
+Members must agree on all of these; a mismatch is one line naming it, never a silent mix. The one
+allowed difference is the kind of input: image networks and descriptor heads
+(``data.face=descriptor``) can be averaged together, each kind agreeing within itself; the model
+then has one input per kind (``image``, ``descriptor``) and the recorded ``ensemble.inputs`` tells
+evaluate and predict how a file becomes each (``inference.model_inputs_for``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from omegaconf import OmegaConf
 
 from gender.data import read_manifest
 from gender.errors import UserError
-from gender.face import FaceSettings
+from gender.face import DESCRIPTOR_CHIP, FaceSettings
 from gender.inference import MODEL_FILE, decision_threshold_for, load_model, resolve_model_path
 from gender.io import atomic_path, write_json
 from gender.log import quiet_tensorflow
@@ -72,7 +76,12 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
     ]
     for key in SHARED_DATA_KEYS:
         _agree(f"data.{key}", [d.get(key) for d in data], runs)
-    _agree("the face stage", [FaceSettings.from_config(d).describe() for d in data], runs)
+    faces = [FaceSettings.from_config(d) for d in data]
+    kinds = ["descriptor" if f.describes else "image" for f in faces]
+    groups = {kind: [i for i, k in enumerate(kinds) if k == kind] for kind in dict.fromkeys(kinds)}
+    for kind, idx in groups.items():
+        what = "the face stage" if len(groups) == 1 else f"the face stage of their {kind} members"
+        _agree(what, [faces[i].describe() for i in idx], [runs[i] for i in idx])
     _agree(
         "their train/val/test split",
         [_split_signature(r) for r in runs],
@@ -86,13 +95,21 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
     import keras
 
     models = [load_model(r) for r in runs]
-    _agree("input shape", [tuple(m.input_shape) for m in models], runs)
+    for idx in groups.values():
+        _agree("input shape", [tuple(models[i].input_shape) for i in idx], [runs[i] for i in idx])
     _agree("output shape", [tuple(m.output_shape) for m in models], runs)
-    inputs = keras.Input(models[0].input_shape[1:], name="image")
+    if len(groups) == 1:
+        inputs: Any = keras.Input(models[0].input_shape[1:], name="image")
+        fed = [inputs] * len(models)
+    else:  # one input per kind, fed to that kind's members
+        inputs = {
+            kind: keras.Input(models[idx[0]].input_shape[1:], name=kind) for kind, idx in groups.items()
+        }
+        fed = [inputs[kind] for kind in kinds]
     outputs = []
-    for i, m in enumerate(models):
+    for i, (m, x) in enumerate(zip(models, fed, strict=True)):
         m.name = f"member_{i}"  # the members' own names repeat (same architecture)
-        outputs.append(m(inputs))
+        outputs.append(m(x))
     # the mean of the members' probabilities: each member's calibration is kept, none dominates
     average = keras.layers.Average(name="probability_average", dtype="float32")(outputs)
     ensemble = keras.Model(inputs, average, name=f"ensemble_of_{len(models)}")
@@ -101,7 +118,22 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
     with atomic_path(out_dir / MODEL_FILE) as tmp:
         ensemble.save(tmp)
     shutil.copyfile(runs[0] / "split.csv", out_dir / "split.csv")
-    recorded = {"data": data[0], "ensemble": {"members": [str(r.resolve()) for r in runs]}}
+    first = groups.get("image", groups.get("descriptor"))[0]  # data.face: the image network's stage
+    recorded: dict[str, Any] = {
+        "data": data[first],
+        "ensemble": {"members": [str(r.resolve()) for r in runs]},
+    }
+    if len(groups) > 1:
+        recorded["ensemble"]["inputs"] = [
+            {
+                "name": kind,
+                "face": faces[idx[0]].mode,
+                "face_margin": faces[idx[0]].margin,
+                "face_detector": faces[idx[0]].detector,
+                "image_size": DESCRIPTOR_CHIP if kind == "descriptor" else int(models[idx[0]].input_shape[1]),
+            }
+            for kind, idx in groups.items()
+        ]
     (out_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(OmegaConf.create(recorded), out_dir / ".hydra" / "config.yaml")
     if thresholds[0] != 0.5:
@@ -109,6 +141,6 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
     return {
         "members": recorded["ensemble"]["members"],
         "decision_threshold": thresholds[0],
-        "image_size": models[0].input_shape[1],
+        "image_size": DESCRIPTOR_CHIP if kinds[first] == "descriptor" else models[first].input_shape[1],
         "model": str(out_dir / MODEL_FILE),
     }

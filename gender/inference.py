@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from gender.config import is_probability
+from gender.data import load_face
 from gender.errors import UserError
 from gender.face import DESCRIPTOR_CHIP, DESCRIPTOR_SIZE, FaceSettings
 from gender.io import read_json
@@ -109,11 +111,17 @@ def model_image_size(model: Any, fallback: int | None = None, face: FaceSettings
     return int(h)
 
 
-def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
-    """Probability of class index 1 for a batch of raw [0, 255] RGB images (or descriptors)."""
-    if len(images) == 0:
+def predict_probs(model: Any, images: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+    """Probability of class index 1 for a batch of raw [0, 255] RGB images (or descriptors; or,
+    for a model with several inputs, a batch per input name)."""
+    if isinstance(images, Mapping):
+        x: Any = {name: np.asarray(batch, dtype=np.float32) for name, batch in images.items()}
+        n = len(next(iter(x.values())))
+    else:
+        x = np.asarray(images, dtype=np.float32)
+        n = len(x)
+    if n == 0:
         return np.zeros(0, dtype=np.float64)
-    x = np.asarray(images, dtype=np.float32)
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         # predict_on_batch under a multi-replica strategy returns one copy of the batch per
@@ -122,7 +130,7 @@ def predict_probs(model: Any, images: np.ndarray) -> np.ndarray:
     else:
         out = model.predict_on_batch(x)
     out = np.asarray(out, dtype=np.float64)
-    prob = out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(len(images))
+    prob = out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(n)
     if not np.isfinite(prob).all():
         raise UserError("the model produced non-finite outputs (NaN/inf); the weights are broken")
     if (prob < -1e-6).any() or (prob > 1 + 1e-6).any():
@@ -232,6 +240,77 @@ def max_pixels_for(model_path: str | os.PathLike[str], configured: int | None = 
         if value is not None:
             return int(value)
     return configured
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One input of a saved model and how a file becomes it: its face stage and image size."""
+
+    name: str
+    face: FaceSettings
+    size: int
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Everything a model takes from one file: one input for a training run, one per kind of input
+    for an ensemble of an image network and a descriptor head (``gender.ensembling``)."""
+
+    inputs: tuple[ModelInput, ...]
+
+    @property
+    def face(self) -> FaceSettings:
+        """The stage whose found / not found a report counts: the image network's, when there is one."""
+        images = [i.face for i in self.inputs if not i.face.describes]
+        return (images or [self.inputs[0].face])[0]
+
+    @property
+    def size(self) -> int:
+        return next((i.size for i in self.inputs if not i.face.describes), self.inputs[0].size)
+
+    def describe(self) -> str:
+        if len(self.inputs) == 1:
+            return self.inputs[0].face.describe()
+        return " + ".join(f"{i.name}: {i.face.describe()}" for i in self.inputs)
+
+    def load(self, path: str, max_pixels: int | None) -> tuple[Any, bool, str]:
+        """(the model's input for one file, whether the face stage found no face, its "WxH");
+        ValueError on bad files (``data.load_face`` per input)."""
+        if len(self.inputs) == 1:
+            only = self.inputs[0]
+            return load_face(path, only.size, max_pixels, only.face)
+        out, missing, kind = {}, False, ""
+        for i in self.inputs:
+            out[i.name], no_face, kind = load_face(path, i.size, max_pixels, i.face)
+            missing = missing or no_face
+        return out, missing, kind
+
+    @staticmethod
+    def stack(items: Sequence[Any]) -> Any:
+        """One batch from loaded inputs: an array, or one array per input name."""
+        if isinstance(items[0], Mapping):
+            return {name: np.stack([item[name] for item in items]) for name in items[0]}
+        return np.stack(items)
+
+
+def model_inputs_for(model: Any, model_path: str | os.PathLike[str], cfg: Any) -> ModelInputs:
+    """What evaluate and predict feed ``model``: the inputs an ensemble recorded, else the face
+    stage its training run recorded (or ``cfg.face`` for a bare file) at the model's image size."""
+    cfg_file = resolve_model_path(model_path).parent / ".hydra" / "config.yaml"
+    recorded = OmegaConf.select(OmegaConf.load(cfg_file), "ensemble.inputs") if cfg_file.is_file() else None
+    if recorded:
+        if cfg.get("face") is not None:
+            raise UserError(
+                "face= applies to a model with one input; this ensemble records a face stage per input"
+            )
+        return ModelInputs(
+            tuple(ModelInput(str(i.name), FaceSettings.from_config(i), int(i.image_size)) for i in recorded)
+        )
+    face = face_settings_for(model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector"))
+    fallback = cfg.get("image_size") or OmegaConf.select(cfg, "data.image_size", default=None)
+    size = model_image_size(model, fallback, face)
+    name = "descriptor" if face.describes else "image"
+    return ModelInputs((ModelInput(name, face, size),))
 
 
 def require_model_path(cfg: Any, example: str) -> None:

@@ -13,19 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gender.config import validate_scoring
-from gender.data import load_face
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available
 from gender.inference import (
+    ModelInput,
+    ModelInputs,
     decision_threshold_for,
     decode_batches,
-    face_settings_for,
     load_model,
     max_pixels_for,
-    model_image_size,
+    model_inputs_for,
     predict_probs,
     resolve_model_path,
     trained_class_names,
@@ -109,14 +107,16 @@ def prepare_image(
     face: FaceSettings | None = None,
     no_face: str = "whole",
     max_pixels: int | None = None,
-) -> tuple[np.ndarray | None, str]:
+    inputs: ModelInputs | None = None,
+) -> tuple[Any, str]:
     """(the model's input or None, status) for one file; ValueError if unreadable.
 
     The face stage is the training run's own (``data.load_face``), so the model sees what it
-    was trained on.
+    was trained on; ``inputs`` replaces ``size`` and ``face`` for a model with several inputs.
     """
-    face = face or FaceSettings()
-    image, missing, _ = load_face(path, size, max_pixels, face=face)
+    inputs = inputs or ModelInputs((ModelInput("image", face or FaceSettings(), size),))
+    face = inputs.face
+    image, missing, _ = inputs.load(path, max_pixels)
     if not face.active:
         return image, STATUS_OK
     if missing:
@@ -136,16 +136,19 @@ def predict_files(
     no_face: str = "whole",
     threshold: float = 0.5,
     max_pixels: int | None = None,
+    inputs: ModelInputs | None = None,
 ) -> list[Prediction]:
-    """Predict every file, in order; an unreadable file gets an ``error: ...`` row, no exception."""
+    """Predict every file, in order; an unreadable file gets an ``error: ...`` row, no exception.
+    ``inputs`` replaces ``image_size`` and ``face`` for a model with several inputs."""
     if no_face not in ("whole", "skip"):
         raise UserError(f"no_face={no_face} is not one of whole, skip")
-    face = face or FaceSettings()
-    check_available(face)  # fail once, clearly, before any image if the detector is unavailable
+    inputs = inputs or ModelInputs((ModelInput("image", face or FaceSettings(), image_size),))
+    for stage in inputs.inputs:  # fail once, clearly, before any image if a detector is unavailable
+        check_available(stage.face)
     paths = [str(p) for p in paths]
 
-    def loader(p: str) -> tuple[np.ndarray | None, str]:
-        return prepare_image(p, image_size, face, no_face, max_pixels)
+    def loader(p: str) -> tuple[Any, str]:
+        return prepare_image(p, image_size, no_face=no_face, max_pixels=max_pixels, inputs=inputs)
 
     out: list[Prediction] = []
     for start, items in progress(
@@ -155,7 +158,7 @@ def predict_files(
         count=lambda b: len(b[1]),
     ):
         ready = [i for i, it in enumerate(items) if isinstance(it, tuple) and it[0] is not None]
-        probs = predict_probs(model, np.stack([items[i][0] for i in ready])) if ready else []
+        probs = predict_probs(model, inputs.stack([items[i][0] for i in ready])) if ready else []
         prob_of = dict(zip(ready, probs, strict=True))
         for i, item in enumerate(items):
             path = paths[start + i]
@@ -231,22 +234,19 @@ def run_predict(
     files = [path for path, problem in entries if problem is None]
     class_names = class_names_for(cfg.model_path, cfg.get("class_names"))
     model = load_model(cfg.model_path)
-    face = face_settings_for(
-        cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
-    )
-    size = model_image_size(model, cfg.get("image_size"), face)
-    log.info("face stage: %s", face.describe())
+    model_inputs = model_inputs_for(model, cfg.model_path, cfg)
+    log.info("face stage: %s", model_inputs.describe())
     done = iter(
         predict_files(
             model,
             files,
             class_names,
-            size,
+            model_inputs.size,
             int(cfg.batch_size),
-            face=face,
             no_face=str(cfg.no_face),
             threshold=decision_threshold_for(cfg.model_path, cfg.get("threshold")),
             max_pixels=max_pixels_for(cfg.model_path),
+            inputs=model_inputs,
         )
         if files
         else []

@@ -21,16 +21,17 @@ import numpy as np
 
 from gender import evaluation as ev
 from gender.config import validate_scoring
-from gender.data import Sample, discover, image_kinds, load_face, load_image, read_manifest, resolve_root
+from gender.data import Sample, discover, image_kinds, load_image, read_manifest, resolve_root
 from gender.errors import UserError
 from gender.face import DESCRIPTOR_CHIP, FaceSettings
 from gender.inference import (
+    ModelInput,
+    ModelInputs,
     decision_threshold_for,
     decode_batches,
-    face_settings_for,
     load_model,
     max_pixels_for,
-    model_image_size,
+    model_inputs_for,
     predict_probs,
     resolve_model_path,
     trained_class_names,
@@ -80,6 +81,7 @@ def evaluate_model_with_rows(
     mistakes: int = 16,
     face: FaceSettings | None = None,
     max_pixels: int | None = None,
+    inputs: ModelInputs | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Predict every sample, compute all metrics, write predictions CSV and plots.
 
@@ -92,8 +94,11 @@ def evaluate_model_with_rows(
     ``skipped`` in the result. ``groups`` (aligned with ``samples``; one list, or several by
     column name) defaults to the source folder when several folders feed one class; when the
     files are decoded here and mix image sizes, a ``kind`` column (original size) is added.
-    Raises UserError when no file could be read.
+    ``inputs`` (``inference.model_inputs_for``) replaces ``image_size`` and ``face`` for a model
+    with several inputs. Raises UserError when no file could be read.
     """
+    inputs = inputs or ModelInputs((ModelInput("image", face or FaceSettings(), image_size),))
+    face, image_size = inputs.face, inputs.size
     samples = list(samples)
     n = len(samples)
     if n == 0:
@@ -120,8 +125,8 @@ def evaluate_model_with_rows(
         no_face: list[str] = []
         kind: dict[str, str] = {}
 
-        def loader(p: str) -> np.ndarray:
-            image, missing, kind[p] = load_face(p, image_size, max_pixels, face=face)
+        def loader(p: str) -> Any:
+            image, missing, kind[p] = inputs.load(p, max_pixels)
             if missing:
                 no_face.append(p)  # list.append is atomic: safe from the decode threads
             return image
@@ -132,13 +137,13 @@ def evaluate_model_with_rows(
             desc="scoring",
             count=lambda b: len(b[1]),
         ):
-            ok = [i for i, item in enumerate(items) if isinstance(item, np.ndarray)]
+            ok = [i for i, item in enumerate(items) if not isinstance(item, str)]
             for i, item in enumerate(items):
                 if isinstance(item, str):
                     log.warning("skipped %s: %s", paths[start + i], item)
                     skipped.append({"path": paths[start + i], "reason": item})
             if ok:
-                batch = np.stack([items[i] for i in ok])
+                batch = inputs.stack([items[i] for i in ok])
                 probs[[start + i for i in ok]] = predict_probs(model, batch)
 
     kept = np.flatnonzero(~np.isnan(probs))
@@ -153,7 +158,7 @@ def evaluate_model_with_rows(
         if len(set(kinds)) > 1:
             columns.setdefault("kind", kinds)
         missed = set(no_face)
-        found = ev.face_found_column([s.path in missed for s in samples]) if face and face.active else None
+        found = ev.face_found_column([s.path in missed for s in samples]) if face.active else None
         if found:
             columns.setdefault("face", found)
     by_column = {col: [labels[i] for i in kept] for col, labels in columns.items()}
@@ -161,7 +166,7 @@ def evaluate_model_with_rows(
     result = ev.evaluate_predictions(y, p, class_names, groups=by_column or None, threshold=threshold)
     result["n_skipped"] = len(skipped)
     result["skipped"] = skipped
-    if face is not None and face.active and images is None:
+    if face.active and images is None:
         result["face"] = {
             "mode": face.mode,
             "margin": face.margin,
@@ -380,10 +385,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     reference = load_reference(cfg.reference, class_names) if cfg.get("reference") else None
     model = load_model(cfg.model_path)
-    face = face_settings_for(
-        cfg.model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector")
-    )
-    size = model_image_size(model, cfg.get("image_size") or cfg.data.get("image_size"), face)
+    inputs = model_inputs_for(model, cfg.model_path, cfg)
     threshold = decision_threshold_for(cfg.model_path, cfg.get("threshold"))
     group_by = list(cfg.get("group_by") or ["group"])
     groups = read_groups_csv(cfg.groups_csv, samples, group_by) if cfg.get("groups_csv") else None
@@ -392,22 +394,22 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         resolve_model_path(cfg.model_path),
         len(samples),
         described,
-        size,
-        face.describe(),
+        inputs.size,
+        inputs.describe(),
         threshold,
     )
     result, rows = evaluate_model_with_rows(
         model,
         samples,
         class_names,
-        size,
+        inputs.size,
         out,
         int(cfg.batch_size),
         groups=groups,
         threshold=threshold,
         mistakes=int(cfg.mistakes),
-        face=face,
         max_pixels=max_pixels_for(cfg.model_path, cfg.data.get("max_pixels")),
+        inputs=inputs,
     )
     if reference is not None:
         log.info("scoring the same %d images with reference=%s", len(rows), reference.name)
@@ -423,7 +425,7 @@ def run_evaluation(cfg: Any, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "status": "completed",
         "model_path": str(resolve_model_path(cfg.model_path)),
         "data": described,
-        "image_size": size,
+        "image_size": inputs.size,
         **result,
     }
     write_json(metrics, out / "metrics.json")

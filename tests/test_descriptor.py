@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 from helpers import compose_cfg, make_images, run_cli, save_tiny_model
 from helpers.faces import draw_face_photo
+from omegaconf import OmegaConf
 from PIL import Image
 
 from gender import data as gdata
 from gender.config import validate
+from gender.data import Sample, split_samples, write_manifest
+from gender.ensembling import build_ensemble
 from gender.errors import UserError
 from gender.face import DESCRIPTOR_SIZE, FaceSettings, face_descriptor
-from gender.inference import face_settings_for, load_model, model_image_size
+from gender.inference import face_settings_for, load_model, model_image_size, model_inputs_for, predict_probs
 from gender.io import read_json
 from gender.prediction import predict_files
 from gender.scoring import run_evaluation
@@ -132,3 +135,92 @@ def test_a_descriptor_run_trains_and_evaluate_and_predict_compute_the_same_input
     image_model = load_model(save_tiny_model(tmp_path / "image.keras"))
     with pytest.raises(UserError, match="the face stage is data.face=descriptor"):
         model_image_size(image_model, None, DESCRIPTOR)
+
+
+def _recorded_run(run_dir: Path, root: Path, model_file: Path, *overrides: str) -> Path:
+    """A training run's files as ensemble, evaluate and predict read them: model, config, split."""
+    folder = ["data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"]
+    cfg = compose_cfg(*folder, "data.image_size=32", *overrides, tmp_path=run_dir.parent)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    samples = [
+        Sample(str(p), label, c)
+        for label, c in enumerate(["man", "woman"])
+        for p in sorted((root / c).iterdir())
+    ]
+    write_manifest(
+        split_samples(samples, {"train": 0.5, "val": 0.25, "test": 0.25}, 0),
+        ["male", "female"],
+        run_dir / "split.csv",
+    )
+    shutil.move(model_file, run_dir / "model.keras")
+    return run_dir
+
+
+def _descriptor_head(path: Path) -> Path:
+    """sigmoid(w . descriptor) with fixed random weights: known probabilities, no training."""
+    import keras
+
+    inputs = keras.Input((DESCRIPTOR_SIZE,), name="descriptor")
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(inputs))
+    weights = np.random.default_rng(0).normal(0, 8, (DESCRIPTOR_SIZE, 1))
+    dense.set_weights([weights, np.zeros(1)])
+    model.save(path)
+    return path
+
+
+def test_an_image_network_and_a_descriptor_head_average_as_one_model_with_two_inputs(tmp_path):
+    root = _faces_and_plain(tmp_path / "data", n=3)
+    image_run = _recorded_run(
+        tmp_path / "image",
+        root,
+        save_tiny_model(tmp_path / "i.keras"),
+        "data.face=align",
+        "data.face_margin=0.5",
+    )
+    head_run = _recorded_run(
+        tmp_path / "head", root, _descriptor_head(tmp_path / "d.keras"), "experiment=face_descriptor"
+    )
+    out = tmp_path / "both"
+    proc = run_cli("gender.ensemble", f"members=[{image_run},{head_run}]", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recorded = OmegaConf.load(out / ".hydra" / "config.yaml")
+    assert [i.name for i in recorded.ensemble.inputs] == ["image", "descriptor"]
+    assert recorded.data.face == "align"
+
+    files = sorted(str(p) for p in root.rglob("*.*"))
+    pixels = np.stack([gdata.load_image(f, 32, face=FaceSettings("align", 0.5)) for f in files])
+    vectors = np.stack([gdata.load_face(f, 150, face=DESCRIPTOR)[0] for f in files])
+    expected = (
+        predict_probs(load_model(image_run), pixels) + predict_probs(load_model(head_run), vectors)
+    ) / 2
+    predicted = predict_files(
+        load_model(out),
+        files,
+        ["male", "female"],
+        32,
+        inputs=model_inputs_for(load_model(out), out, compose_cfg(config_name="predict")),
+    )
+    np.testing.assert_allclose([p.prob_class1 for p in predicted], expected, atol=1e-5)
+
+    evaluated = run_evaluation(
+        compose_cfg(f"model_path={out}", "split=test", "logger=none", config_name="evaluate"),
+        tmp_path / "eval",
+    )
+    test = {s.path for s in gdata.read_manifest(out)["test"]}
+    right = [
+        (p >= 0.5) == Path(f).parent.name.startswith("w")
+        for f, p in zip(files, expected, strict=True)
+        if f in test
+    ]
+    assert evaluated["n"] == len(test) and evaluated["accuracy"] == pytest.approx(np.mean(right))
+    with pytest.raises(UserError, match="face= applies to a model with one input"):
+        run_evaluation(
+            compose_cfg(f"model_path={out}", "face=align", "logger=none", config_name="evaluate"),
+            tmp_path / "e2",
+        )
+
+    other = _recorded_run(tmp_path / "other", root, save_tiny_model(tmp_path / "o.keras"), "data.face=crop")
+    with pytest.raises(UserError, match="differ in the face stage of their image members"):
+        build_ensemble([str(image_run), str(head_run), str(other)], tmp_path / "none")
