@@ -33,6 +33,7 @@ GROUPS = {
 REQUIRED = {  # options with a key the user must set
     ("data/split", "holdout_kind"): ["data.split.holdout_kind=128x128"],
     ("data", "folder"): ["data.root=/data/faces"],
+    ("model", "descriptor_mlp"): ["data.face=descriptor", "augmentation=none"],  # it takes descriptors
 }
 
 

@@ -81,8 +81,10 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
     assert result["settings"]["seed_recipe_files"] == 40  # the seed recipe read the same files
     assert result["machine"]["cpu_count"] >= 1 and result["machine"]["tensorflow"]
     face_ms = result["face_stage_ms_per_image"]  # each face stage timed on the same files
-    assert set(face_ms) == {"none", "crop", "align", "align+cnn"} and all(v > 0 for v in face_ms.values())
+    stages = {"none", "crop", "align", "align+cnn", "descriptor"}
+    assert set(face_ms) == stages and all(v > 0 for v in face_ms.values())
     assert face_ms["align"] > face_ms["none"]  # detection and landmarks cost something
+    assert face_ms["descriptor"] > face_ms["align"]  # and the descriptor network on top
     assert face_ms["align+cnn"] > face_ms["align"]  # no face in these images: the CNN searched each
     assert "face stage align (ms per image)" in proc.stdout
     assert result["config"]["data"]["root"] == str(images)
