@@ -28,7 +28,7 @@ def ensemble_job(cfg: DictConfig, job: JobInfo) -> None:
         raise UserError(
             "members is required: a list of training run directories, e.g. 'members=[RUN_A,RUN_B]'"
         )
-    summary = build_ensemble(list(cfg.members), job.output_dir)
+    summary = build_ensemble(list(cfg.members), job.output_dir, cfg.get("threshold"))
     log.info(
         "ensemble of %d runs (%d px, threshold %g): %s",
         len(summary["members"]),

@@ -4,7 +4,8 @@ The ensemble directory holds what ``evaluate`` and ``predict`` read from a train
 work on it unchanged: ``model.keras`` (one Keras model that averages its members' outputs),
 ``.hydra/config.yaml`` (the members' common ``data`` settings: classes, face stage, size limit,
 and the member runs), ``split.csv`` (their common split, so ``split=test`` scores images no member
-trained on) and, when the members decided one threshold other than 0.5, ``metrics.json`` with it.
+trained on) and, when the ensemble's threshold is not 0.5, ``metrics.json`` with it (the members'
+common one, or ``threshold=P``: the average is a model of its own, so it may have its own).
 Members must agree on all of these; a mismatch is one line naming it, never a silent mix. The one
 allowed difference is the kind of input: image networks and descriptor heads
 (``data.face=descriptor``) can be averaged together, each kind agreeing within itself; the model
@@ -23,6 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gender.config import is_probability
 from gender.data import read_manifest
 from gender.errors import UserError
 from gender.face import DESCRIPTOR_CHIP, FaceSettings
@@ -63,9 +65,10 @@ def _agree(what: str, values: Sequence[Any], runs: Sequence[Path], hint: str = "
             )
 
 
-def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
+def build_ensemble(members: Sequence[str], out_dir: Path, threshold: float | None = None) -> dict[str, Any]:
     """Check that ``members`` (training run directories) agree, then write the averaging model and
-    its run files into ``out_dir``. Returns a summary (members, threshold, input size)."""
+    its run files into ``out_dir``. ``threshold`` is the ensemble's decision threshold; None: the
+    one its members share. Returns a summary (members, threshold, input size)."""
     if len(members) < 2:
         raise UserError(f"members needs at least two training runs, got {len(members)}")
     runs = [_member_run(str(m)) for m in members]
@@ -88,8 +91,18 @@ def build_ensemble(members: Sequence[str], out_dir: Path) -> dict[str, Any]:
         runs,
         "; train the members on one split: seed=N data.split.seed=S with the same S",
     )
-    thresholds = [decision_threshold_for(r) for r in runs]
-    _agree("decision threshold", thresholds, runs, "; an ensemble needs one threshold for all")
+    if threshold is not None and not is_probability(threshold):
+        raise UserError(
+            f"threshold={threshold} is invalid: a probability in [0, 1], or null for the members' own"
+        )
+    own = threshold is not None
+    thresholds = [float(threshold) if own else decision_threshold_for(r) for r in runs]
+    _agree(
+        "decision threshold",
+        thresholds,
+        runs,
+        "; an ensemble needs one threshold for all: give it its own with threshold=P (e.g. 0.5)",
+    )
 
     quiet_tensorflow()  # TensorFlow starts here, its start-up lines filtered
     import keras

@@ -100,6 +100,20 @@ def test_members_must_share_split_and_face_stage(images, tmp_path):
     assert not any((tmp_path / f"out{i}").exists() for i in range(1, 5))  # nothing written
 
 
+def test_members_that_decided_other_thresholds_need_the_ensembles_own(images, tmp_path):
+    a = fake_run(tmp_path / "a", images, gain=4.0)
+    b = fake_run(tmp_path / "b", images, gain=8.0)
+    (b / "metrics.json").write_text('{"decision_threshold": 0.336}')  # trainer.decision_threshold=balanced
+    with pytest.raises(UserError, match="differ in decision threshold.*threshold=P"):
+        build_ensemble([str(a), str(b)], tmp_path / "out1")
+    with pytest.raises(UserError, match="threshold=1.5 is invalid"):
+        build_ensemble([str(a), str(b)], tmp_path / "out2", threshold=1.5)
+    summary = build_ensemble([str(a), str(b)], tmp_path / "own", threshold=0.4)
+    assert summary["decision_threshold"] == 0.4 and inference.decision_threshold_for(tmp_path / "own") == 0.4
+    assert build_ensemble([str(a), str(b)], tmp_path / "half", threshold=0.5)["decision_threshold"] == 0.5
+    assert inference.decision_threshold_for(tmp_path / "half") == 0.5  # no metrics.json: 0.5
+
+
 def test_a_bare_model_file_is_refused_in_one_line(images, tmp_path):
     a = fake_run(tmp_path / "a", images, gain=4.0)
     bare = save_gain_model(tmp_path / "bare.keras", 2.0)
