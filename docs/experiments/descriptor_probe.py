@@ -1,6 +1,7 @@
 """Probe: how far does a head on dlib's pretrained face descriptor get, on this project's splits?
 
-Not part of the package. It answers one question before anyone builds a model option around it:
+Not part of the package; the option it argued for is now built (``data.face=descriptor``,
+``experiment=face_descriptor``, docs/results.md first section). It answered one question first:
 do the 128-d descriptors of ``dlib_face_recognition_resnet_model_v1`` (shipped inside the
 ``face-recognition-models`` wheel, trained on millions of faces), with a small classifier fitted on
 genderface, generalise across people better than the from-scratch CNN? The face is found with the
