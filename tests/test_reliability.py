@@ -407,9 +407,11 @@ def test_every_image_kind_loads_with_its_real_pixels(kind, tmp_path):
 
 
 def test_training_evaluation_and_prediction_share_one_loader():
-    from gender import prediction, scoring
+    from gender import inference, prediction, scoring
 
-    assert prediction.load_face is gdata.load_face and scoring.load_face is gdata.load_face
+    # evaluate and predict prepare a file with ModelInputs.load, which calls training's loader
+    assert inference.load_face is gdata.load_face
+    assert prediction.ModelInputs is inference.ModelInputs and scoring.ModelInputs is inference.ModelInputs
 
 
 def test_evaluate_and_predict_apply_the_training_runs_size_limit(model_file, tmp_path):

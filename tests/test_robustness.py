@@ -102,7 +102,7 @@ def test_resume_refuses_a_finished_run(tmp_path):
         ("data.split.test=0.3", "ratios must sum to 1"),
         ("data.split={train:0.9,val:0,test:0.1}", "data.split.val=0.0 is invalid: the val split must not"),
         ("optimizer=adamm", "optimizer=adamm is not an option; allowed: adam, adamw, sgd"),
-        ("model=resnet9000", "model=resnet9000 is not an option; allowed: rescnn, seed_cnn"),
+        ("model=resnet9000", "model=resnet9000 is not an option; allowed: descriptor_mlp, rescnn, seed_cnn"),
         ("optimizer.learning_rate=0.1", "optimizer.learning_rate is not a config key; keys in optimizer:"),
         ("augmentation.placement=gpu", "allowed values are pipeline, model"),
         ("trainer.mixed_precision=half", "allowed values are false, true, float16, bfloat16, auto"),
