@@ -7,10 +7,12 @@ path loads, decodes and predicts the same way.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,17 +156,25 @@ def decode_batches(
     loader: Callable[[str], Any],
     batch_size: int,
     workers: int | None = None,
+    processes: bool = False,
 ) -> Iterator[tuple[int, list[Any]]]:
     """Yield ``(start, items)`` per batch; an item is what ``loader`` returned or a one-line
     reason string when it raised ValueError/OSError.
 
     A file that fails to decode becomes a reason string, so one bad file never stops the rest.
+    ``processes`` decodes in one worker process per core instead of threads, for loaders that hold
+    Python's GIL (dlib's descriptor network); ``loader`` must then be picklable (no closure).
     """
-    workers = workers or min(4, (os.cpu_count() or 1) + 1)
-    with ThreadPoolExecutor(max_workers=workers) as ex:
+    if processes:
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process TensorFlow runs in
+        pool: Any = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=spawn)
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers or min(4, (os.cpu_count() or 1) + 1))
+    load = partial(_try, loader)
+    with pool:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            yield start, list(ex.map(lambda p: _try(loader, p), chunk))
+            yield start, list(pool.map(load, chunk, chunksize=max(1, len(chunk) // 8) if processes else 1))
 
 
 def trained_class_names(run_dir: Path | None) -> list[str] | None:
@@ -267,6 +277,11 @@ class ModelInputs:
     @property
     def size(self) -> int:
         return next((i.size for i in self.inputs if not i.face.describes), self.inputs[0].size)
+
+    @property
+    def describes(self) -> bool:
+        """Some input is a face descriptor: files are best prepared in worker processes."""
+        return any(i.face.describes for i in self.inputs)
 
     def describe(self) -> str:
         if len(self.inputs) == 1:

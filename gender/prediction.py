@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +148,11 @@ def predict_files(
         check_available(stage.face)
     paths = [str(p) for p in paths]
 
-    def loader(p: str) -> tuple[Any, str]:
-        return prepare_image(p, image_size, no_face=no_face, max_pixels=max_pixels, inputs=inputs)
-
+    # picklable (no closure): worker processes may run it
+    loader = partial(prepare_image, size=image_size, no_face=no_face, max_pixels=max_pixels, inputs=inputs)
     out: list[Prediction] = []
     for start, items in progress(
-        decode_batches(paths, loader, batch_size),
+        decode_batches(paths, loader, batch_size, processes=inputs.describes),
         total=len(paths),
         desc="predicting",
         count=lambda b: len(b[1]),

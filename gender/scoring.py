@@ -14,6 +14,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,25 +126,25 @@ def evaluate_model_with_rows(
         no_face: list[str] = []
         kind: dict[str, str] = {}
 
-        def loader(p: str) -> Any:
-            image, missing, kind[p] = inputs.load(p, max_pixels)
-            if missing:
-                no_face.append(p)  # list.append is atomic: safe from the decode threads
-            return image
-
+        loader = partial(inputs.load, max_pixels=max_pixels)  # picklable: worker processes may run it
         for start, items in progress(
-            decode_batches(paths, loader, batch_size),
+            decode_batches(paths, loader, batch_size, processes=inputs.describes),
             total=len(paths),
             desc="scoring",
             count=lambda b: len(b[1]),
         ):
             ok = [i for i, item in enumerate(items) if not isinstance(item, str)]
             for i, item in enumerate(items):
+                path = paths[start + i]
                 if isinstance(item, str):
-                    log.warning("skipped %s: %s", paths[start + i], item)
-                    skipped.append({"path": paths[start + i], "reason": item})
+                    log.warning("skipped %s: %s", path, item)
+                    skipped.append({"path": path, "reason": item})
+                    continue
+                kind[path] = item[2]
+                if item[1]:
+                    no_face.append(path)
             if ok:
-                batch = inputs.stack([items[i] for i in ok])
+                batch = inputs.stack([items[i][0] for i in ok])
                 probs[[start + i for i in ok]] = predict_probs(model, batch)
 
     kept = np.flatnonzero(~np.isnan(probs))
