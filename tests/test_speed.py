@@ -91,6 +91,28 @@ def test_bench_cli_writes_every_figure(tmp_path, images):
     assert "framework / seed recipe" in proc.stdout
 
 
+def test_bench_of_a_descriptor_model_times_it_and_skips_the_pixel_only_seed_recipe(tmp_path, images):
+    run_dir = tmp_path / "bench"
+    proc = run_cli(
+        "gender.bench",
+        *FOLDER,
+        f"data.root={images}",
+        "experiment=face_descriptor",
+        "bench.steps=1",
+        "bench.warmup_steps=1",
+        "bench.repeats=1",
+        "bench.cached_batches=1",
+        "bench.sweep.preset=null",
+        "bench.face_images=0",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "bench.json").read_text())
+    assert result["train_step_images_per_s"] > 0 and result["seed_recipe_images_per_s"] is None
+    assert "seed recipe not timed: with data.face=descriptor" in proc.stderr + proc.stdout
+
+
 @pytest.mark.slow
 def test_bench_applies_speed_options_to_every_model(tmp_path, images):
     """The documented comparison command: augmentation in the model, mixed precision and XLA."""
