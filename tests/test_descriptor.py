@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compose_cfg, make_images, run_cli, save_tiny_model
+from helpers import compose_cfg, make_images, recorded_run, run_cli, save_tiny_model
 from helpers.faces import draw_face_photo
 from omegaconf import OmegaConf
 from PIL import Image
 
 from gender import data as gdata
 from gender.config import validate
-from gender.data import Sample, split_samples, write_manifest
 from gender.ensembling import build_ensemble
 from gender.errors import UserError
 from gender.face import DESCRIPTOR_SIZE, FaceSettings, face_descriptor
@@ -137,26 +136,6 @@ def test_a_descriptor_run_trains_and_evaluate_and_predict_compute_the_same_input
         model_image_size(image_model, None, DESCRIPTOR)
 
 
-def _recorded_run(run_dir: Path, root: Path, model_file: Path, *overrides: str) -> Path:
-    """A training run's files as ensemble, evaluate and predict read them: model, config, split."""
-    folder = ["data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"]
-    cfg = compose_cfg(*folder, "data.image_size=32", *overrides, tmp_path=run_dir.parent)
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    samples = [
-        Sample(str(p), label, c)
-        for label, c in enumerate(["man", "woman"])
-        for p in sorted((root / c).iterdir())
-    ]
-    write_manifest(
-        split_samples(samples, {"train": 0.5, "val": 0.25, "test": 0.25}, 0),
-        ["male", "female"],
-        run_dir / "split.csv",
-    )
-    shutil.move(model_file, run_dir / "model.keras")
-    return run_dir
-
-
 def _descriptor_head(path: Path) -> Path:
     """sigmoid(w . descriptor) with fixed random weights: known probabilities, no training."""
     import keras
@@ -172,14 +151,14 @@ def _descriptor_head(path: Path) -> Path:
 
 def test_an_image_network_and_a_descriptor_head_average_as_one_model_with_two_inputs(tmp_path):
     root = _faces_and_plain(tmp_path / "data", n=3)
-    image_run = _recorded_run(
+    image_run = recorded_run(
         tmp_path / "image",
         root,
         save_tiny_model(tmp_path / "i.keras"),
         "data.face=align",
         "data.face_margin=0.5",
     )
-    head_run = _recorded_run(
+    head_run = recorded_run(
         tmp_path / "head", root, _descriptor_head(tmp_path / "d.keras"), "experiment=face_descriptor"
     )
     out = tmp_path / "both"
@@ -221,6 +200,6 @@ def test_an_image_network_and_a_descriptor_head_average_as_one_model_with_two_in
             tmp_path / "e2",
         )
 
-    other = _recorded_run(tmp_path / "other", root, save_tiny_model(tmp_path / "o.keras"), "data.face=crop")
+    other = recorded_run(tmp_path / "other", root, save_tiny_model(tmp_path / "o.keras"), "data.face=crop")
     with pytest.raises(UserError, match="differ in the face stage of their image members"):
         build_ensemble([str(image_run), str(head_run), str(other)], tmp_path / "none")

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import NOISE, assert_one_line, compose_cfg, make_images, run_cli, save_tiny_model
+from helpers import NOISE, assert_one_line, make_images, recorded_run, run_cli, save_tiny_model
 from omegaconf import OmegaConf
 from PIL import Image
 
 from gender import inference
-from gender.data import Sample, split_samples, write_manifest
 from gender.ensembling import build_ensemble
 from gender.errors import UserError
 
@@ -27,26 +26,8 @@ def save_gain_model(path: Path, gain: float) -> Path:
 
 def fake_run(run_dir: Path, root: Path, gain: float, split_seed: int = 0, *overrides: str) -> Path:
     """A training run's files as evaluate and predict read them: model, recorded config, split."""
-    cfg = compose_cfg(
-        "data=folder",
-        f"data.root={root}",
-        "data.image_size=32",
-        "data.classes.male=[man]",
-        "data.classes.female=[woman]",
-        *overrides,
-        tmp_path=run_dir.parent,
-    )
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    samples = [
-        Sample(str(p), label, folder)
-        for label, folder in enumerate(["man", "woman"])
-        for p in sorted((root / folder).iterdir())
-    ]
-    splits = split_samples(samples, {"train": 0.6, "val": 0.2, "test": 0.2}, split_seed)
-    write_manifest(splits, NAMES, run_dir / "split.csv")
-    save_gain_model(run_dir / "model.keras", gain)
-    return run_dir
+    model = save_gain_model(run_dir.parent / f"{run_dir.name}.keras", gain)
+    return recorded_run(run_dir, root, model, *overrides, split_seed=split_seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from gender import CONF_DIR, PROJECT_ROOT
@@ -43,6 +43,28 @@ def compose_cfg(
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.cache_dir = str(tmp_path / "cache")
     return cfg
+
+
+def recorded_run(
+    run_dir: Path, root: Path, model_file: Path, *overrides: str, split_seed: int = 0, ratios=(0.6, 0.2, 0.2)
+) -> Path:
+    """A training run's files as ensemble, evaluate and predict read them, without training: the
+    model (moved in), the recorded config of a ``man/`` + ``woman/`` folder at ``root`` and a split."""
+    from gender.data import Sample, split_samples, write_manifest
+
+    folder = ["data=folder", f"data.root={root}", "data.classes.male=[man]", "data.classes.female=[woman]"]
+    cfg = compose_cfg(*folder, "data.image_size=32", *overrides, tmp_path=run_dir.parent)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    samples = [
+        Sample(str(p), label, folder)
+        for label, folder in enumerate(["man", "woman"])
+        for p in sorted((root / folder).iterdir())
+    ]
+    splits = split_samples(samples, dict(zip(("train", "val", "test"), ratios, strict=True)), split_seed)
+    write_manifest(splits, ["male", "female"], run_dir / "split.csv")
+    model_file.replace(run_dir / "model.keras")
+    return run_dir
 
 
 def make_images(root: Path, layout: dict[str, int], size: int = 32, fmt: str = "png", seed: int = 0) -> Path:
