@@ -7,8 +7,10 @@ import csv
 import fcntl
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,27 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def interrupt_after():
+    """Hold back Ctrl-C (SIGINT) until the block is done, then raise it.
+
+    For checkpoint writes: h5py turns a KeyboardInterrupt raised inside its writes into an
+    unrelated TypeError, so the user would see a traceback instead of the resume line. Only the
+    main thread can set signal handlers; elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:  # None: a handler not set from Python; Python's own raises KeyboardInterrupt
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -212,6 +213,20 @@ def test_interrupted_run_refuses_a_different_configuration(interrupted_run):
     line = assert_one_line(proc, 2, "holds an interrupted run recorded with other settings")
     assert "optimizer.lr (0.006 -> 0.003)" in line and f"python -m gender.resume {run_dir}" in line
     assert snapshot(run_dir) == before  # the recorded config is still the run's own
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals: main thread")
+def test_ctrl_c_during_a_checkpoint_write_lands_after_it():
+    from gender.io import interrupt_after
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives while the "write" goes on
+            done.append(True)
+    assert done == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own, restored
 
 
 def test_ctrl_c_prints_the_resume_line_and_no_traceback(interrupted_run):
