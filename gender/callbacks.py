@@ -23,7 +23,7 @@ from gender.checkpoints import (
     stamp_epoch,
     write_history,
 )
-from gender.io import atomic_path, interrupt_after, write_json
+from gender.io import atomic_path, deferred_interrupt, write_json
 
 
 class EpochSeeds(keras.callbacks.Callback):
@@ -88,7 +88,7 @@ class BestWeights(keras.callbacks.Callback):
         if value is None or (self.best is not None and self.sign * (value - self.best) <= 0):
             return
         self.best = float(value)
-        with interrupt_after(), atomic_path(self.path) as tmp:  # Ctrl-C lands after the write
+        with deferred_interrupt(), atomic_path(self.path) as tmp:  # Ctrl-C lands after the write
             self.model.save_weights(tmp)
             stamp_epoch(tmp, epoch + 1)
 

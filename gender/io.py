@@ -45,7 +45,7 @@ def atomic_path(path: str | os.PathLike):
 
 
 @contextmanager
-def interrupt_after():
+def deferred_interrupt():
     """Hold back Ctrl-C (SIGINT) until the block is done, then raise it.
 
     For checkpoint writes: h5py turns a KeyboardInterrupt raised inside its writes into an

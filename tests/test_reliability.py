@@ -217,11 +217,11 @@ def test_interrupted_run_refuses_a_different_configuration(interrupted_run):
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals: main thread")
 def test_ctrl_c_during_a_checkpoint_write_lands_after_it():
-    from gender.io import interrupt_after
+    from gender.io import deferred_interrupt
 
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with interrupt_after():
+        with deferred_interrupt():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # the signal arrives while the "write" goes on
             done.append(True)
