@@ -50,9 +50,12 @@ def deferred_interrupt():
 
     For checkpoint writes: h5py turns a KeyboardInterrupt raised inside its writes into an
     unrelated TypeError, so the user would see a traceback instead of the resume line. Only the
-    main thread can set signal handlers; elsewhere the block runs as is.
+    main thread can set signal handlers; elsewhere, or where Ctrl-C is ignored (a background job),
+    the block runs as is.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
         yield
         return
     received: list[int] = []
