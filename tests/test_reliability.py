@@ -219,14 +219,23 @@ def test_interrupted_run_refuses_a_different_configuration(interrupted_run):
 def test_ctrl_c_during_a_checkpoint_write_lands_after_it():
     from gender.io import deferred_interrupt
 
-    done = []
-    with pytest.raises(KeyboardInterrupt):
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal arrives while the "write" goes on
+                done.append(True)
+        assert done == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job ignores Ctrl-C: still ignored
         with deferred_interrupt():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal arrives while the "write" goes on
-            done.append(True)
-    assert done == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own, restored
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_ctrl_c_prints_the_resume_line_and_no_traceback(interrupted_run):
