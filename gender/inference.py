@@ -268,6 +268,12 @@ class ModelInputs:
 
     inputs: tuple[ModelInput, ...]
 
+    @classmethod
+    def single(cls, face: FaceSettings | None, size: int) -> ModelInputs:
+        """The one input of a training run's model: its face stage at its image size."""
+        face = face or FaceSettings()
+        return cls((ModelInput("descriptor" if face.describes else "image", face, size),))
+
     @property
     def face(self) -> FaceSettings:
         """The stage whose found / not found a report counts: the image network's, when there is one."""
@@ -324,8 +330,7 @@ def model_inputs_for(model: Any, model_path: str | os.PathLike[str], cfg: Any) -
     face = face_settings_for(model_path, cfg.get("face"), cfg.get("face_margin"), cfg.get("face_detector"))
     fallback = cfg.get("image_size") or OmegaConf.select(cfg, "data.image_size", default=None)
     size = model_image_size(model, fallback, face)
-    name = "descriptor" if face.describes else "image"
-    return ModelInputs((ModelInput(name, face, size),))
+    return ModelInputs.single(face, size)
 
 
 def require_model_path(cfg: Any, example: str) -> None:

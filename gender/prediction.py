@@ -18,7 +18,6 @@ from gender.config import validate_scoring
 from gender.errors import UserError
 from gender.face import FaceSettings, check_available
 from gender.inference import (
-    ModelInput,
     ModelInputs,
     decision_threshold_for,
     decode_batches,
@@ -115,7 +114,7 @@ def prepare_image(
     The face stage is the training run's own (``data.load_face``), so the model sees what it
     was trained on; ``inputs`` replaces ``size`` and ``face`` for a model with several inputs.
     """
-    inputs = inputs or ModelInputs((ModelInput("image", face or FaceSettings(), size),))
+    inputs = inputs or ModelInputs.single(face, size)
     face = inputs.face
     image, missing, _ = inputs.load(path, max_pixels)
     if not face.active:
@@ -143,7 +142,7 @@ def predict_files(
     ``inputs`` replaces ``image_size`` and ``face`` for a model with several inputs."""
     if no_face not in ("whole", "skip"):
         raise UserError(f"no_face={no_face} is not one of whole, skip")
-    inputs = inputs or ModelInputs((ModelInput("image", face or FaceSettings(), image_size),))
+    inputs = inputs or ModelInputs.single(face, image_size)
     for stage in inputs.inputs:  # fail once, clearly, before any image if a detector is unavailable
         check_available(stage.face)
     paths = [str(p) for p in paths]

@@ -26,7 +26,6 @@ from gender.data import Sample, discover, image_kinds, load_image, read_manifest
 from gender.errors import UserError
 from gender.face import DESCRIPTOR_CHIP, FaceSettings
 from gender.inference import (
-    ModelInput,
     ModelInputs,
     decision_threshold_for,
     decode_batches,
@@ -98,7 +97,7 @@ def evaluate_model_with_rows(
     ``inputs`` (``inference.model_inputs_for``) replaces ``image_size`` and ``face`` for a model
     with several inputs. Raises UserError when no file could be read.
     """
-    inputs = inputs or ModelInputs((ModelInput("image", face or FaceSettings(), image_size),))
+    inputs = inputs or ModelInputs.single(face, image_size)
     face, image_size = inputs.face, inputs.size
     samples = list(samples)
     n = len(samples)
