@@ -397,7 +397,8 @@ def build_cache(
                 reused = _reusable(index_file)  # another job may have built it while we waited
                 if not reused:
                     _remove_orphans(directory)
-                    _decode_into(directory, paths, image_size, max_pixels, workers, face)
+                    known = _found_by_hog(paths, image_size, max_pixels, cache_dir, name, face)
+                    _decode_into(directory, paths, image_size, max_pixels, workers, face, known)
         except OSError:
             if created:  # leave nothing half-built behind: the next build starts clean
                 shutil.rmtree(directory, ignore_errors=True)
@@ -418,6 +419,34 @@ def build_cache(
         directory=directory,
         reused=reused,
     )
+
+
+def _found_by_hog(
+    paths: Sequence[str],
+    image_size: int,
+    max_pixels: int | None,
+    cache_dir: str | os.PathLike,
+    name: str,
+    face: FaceSettings,
+) -> tuple[np.ndarray, dict] | None:
+    """(inputs, index) of the complete HOG-only cache of the same files and stage, when building a
+    ``hog_then_cnn`` one: wherever HOG found a face the second detector never runs, so those rows
+    are the same and only the images HOG missed need the slow detector (for the descriptors of
+    genderface: minutes instead of 25). None when there is no such cache."""
+    if face.detector != "hog_then_cnn" or not face.active:
+        return None
+    hog = FaceSettings(face.mode, face.margin, "hog")
+    sibling = Path(cache_dir) / f"{name}-{cache_key(paths, image_size, max_pixels, hog.key())}"
+    if not _reusable(sibling / "index.json"):
+        return None
+    try:
+        index = json.loads((sibling / "index.json").read_text())
+        inputs = np.load(sibling / "images.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None  # an unreadable sibling only costs the full decode
+    if index.get("paths") != list(paths) or len(inputs) != len(paths):
+        return None
+    return inputs, index
 
 
 def _reusable(index_file: Path) -> bool:
@@ -446,9 +475,11 @@ def _decode_into(
     max_pixels: int | None,
     workers: int | None,
     face: FaceSettings,
+    known: tuple[np.ndarray, dict] | None = None,
 ) -> None:
     """Decode every file into ``directory/images.npy`` and write ``index.json`` (the marker of a
-    complete cache) last, each atomically."""
+    complete cache) last, each atomically; rows where ``known`` (``_found_by_hog``) found a face
+    are copied from it instead."""
     log.info(
         "decoding %d images at %dpx%s into %s (once per data configuration)",
         len(paths),
@@ -475,7 +506,16 @@ def _decode_into(
         no_face = [False] * len(paths)
         kinds = [""] * len(paths)
         retry: list[int] = []
-        jobs = [(p, image_size, max_pixels, face) for p in paths]
+        todo = list(range(len(paths)))
+        if known is not None:
+            inputs, index = known
+            copied = [i for i in todo if not index["reasons"][i] and not index["no_face"][i]]
+            for i in copied:
+                out[i] = inputs[i]
+                digests[i], kinds[i] = index["sha1"][i], index["kinds"][i]
+            todo = sorted(set(todo) - set(copied))
+            log.info("%d faces reused from the HOG-only cache; searching %d again", len(copied), len(todo))
+        jobs = [(paths[i], image_size, max_pixels, face) for i in todo]
         if face.describes:  # dlib's network holds the GIL: one process per core
             spawn = multiprocessing.get_context("spawn")  # no fork of a process TensorFlow may run in
             pool: Any = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=spawn)
@@ -484,8 +524,8 @@ def _decode_into(
             pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2))
             results = pool.map(_decode_one, jobs)
         with pool:
-            for i, (item, missing, kind, digest, reason, unreadable) in enumerate(
-                progress(results, total=len(paths), desc="decoding")
+            for i, (item, missing, kind, digest, reason, unreadable) in zip(
+                todo, progress(results, total=len(todo), desc="decoding"), strict=True
             ):
                 digests[i], reasons[i], no_face[i], kinds[i] = digest, reason, missing, kind
                 if item is not None:

@@ -4,6 +4,7 @@ again by evaluate; the held-out-kind split; accuracy by any column of a labels f
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def _turned_face(angle: float):
     return im.rotate(angle, resample=Image.BILINEAR, fillcolor=(70, 110, 150))
 
 
-def test_the_cnn_detector_finds_the_turned_face_hog_misses_and_aligns_it(tmp_path):
+def test_the_cnn_detector_finds_the_turned_face_hog_misses_and_aligns_it(tmp_path, caplog):
     upright, turned = np.asarray(_turned_face(0)), np.asarray(_turned_face(50))
     hog, cnn = FaceSettings("align", 0.5, "hog"), FaceSettings("align", 0.5, "hog_then_cnn")
     level, found = face_view(upright, 48, hog)
@@ -100,10 +101,16 @@ def test_the_cnn_detector_finds_the_turned_face_hog_misses_and_aligns_it(tmp_pat
     _turned_face(50).save(tmp_path / "man" / "turned.jpg")
     _turned_face(0).save(tmp_path / "woman" / "upright.jpg")
     paths = sorted(str(p) for p in tmp_path.rglob("*.jpg"))
+    caplog.set_level(logging.INFO, logger="gender.data")
     by_hog = gdata.build_cache(paths, 32, tmp_path / "cache", face=hog)
     by_cnn = gdata.build_cache(paths, 32, tmp_path / "cache", face=cnn)
     assert by_hog.directory != by_cnn.directory
     assert list(by_hog.no_face) == [True, False] and list(by_cnn.no_face) == [False, False]
+    # built from the HOG cache: only the image HOG missed was searched again, with the same result
+    assert "1 faces reused from the HOG-only cache; searching 1 again" in caplog.text
+    fresh = gdata.build_cache(paths, 32, tmp_path / "fresh", face=cnn)
+    assert np.array_equal(fresh.images, by_cnn.images) and fresh.sha1 == by_cnn.sha1
+    assert fresh.kinds == by_cnn.kinds and list(fresh.no_face) == list(by_cnn.no_face)
 
 
 def test_prepare_counts_images_without_a_face(tmp_path):
