@@ -8,8 +8,9 @@ equivalent cannot do.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -17,9 +18,9 @@ import numpy as np
 from gender.checkpoints import (
     HISTORY_KEYS,
     best_weights_path,
+    epoch_rank,
     fit_marker,
     history_rows,
-    monitor_mode,
     stamp_epoch,
     write_history,
 )
@@ -78,16 +79,20 @@ class BestWeights(keras.callbacks.Callback):
     initial_value_threshold=...)`` writes in place, so a kill mid-write leaves a corrupt file to
     resume from; this one writes atomically and stamps the epoch it holds into the file."""
 
-    def __init__(self, run_dir: Path, monitor: str, best: float | None) -> None:
+    def __init__(self, run_dir: Path, monitor: str, best: Mapping[str, Any] | None) -> None:
+        """``best``: the metrics of the best epoch so far (a resumed run's), or None."""
         super().__init__()
-        self.path, self.monitor, self.best = best_weights_path(Path(run_dir)), monitor, best
-        self.sign = 1.0 if monitor_mode(monitor) == "max" else -1.0
+        self.path, self.monitor = best_weights_path(Path(run_dir)), monitor
+        self.best = epoch_rank(best, monitor) if best else None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or (self.best is not None and self.sign * (value - self.best) <= 0):
+        logs = logs or {}
+        if logs.get(self.monitor) is None:
             return
-        self.best = float(value)
+        rank = epoch_rank(logs, self.monitor)  # ties on accuracy go to the lower validation loss
+        if self.best is not None and rank <= self.best:
+            return
+        self.best = rank
         with deferred_interrupt(), atomic_path(self.path) as tmp:  # Ctrl-C lands after the write
             self.model.save_weights(tmp)
             stamp_epoch(tmp, epoch + 1)

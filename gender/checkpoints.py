@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import h5py
 
@@ -42,13 +45,23 @@ def monitor_mode(monitor: str) -> str:
     return "max" if "acc" in monitor else "min"
 
 
+def epoch_rank(values: Mapping[str, Any], monitor: str) -> tuple[float, float]:
+    """How good an epoch is, larger better: ``monitor``, then, for an accuracy, the lower
+    validation loss. Accuracy on a few thousand images ties often (a small head on descriptors
+    tied its first epoch, whose probabilities were far off, with later ones); the first of a tie
+    is not the one to keep."""
+    if monitor_mode(monitor) == "min":
+        return -float(values[monitor]), 0.0
+    loss = values.get("val_loss")
+    return float(values[monitor]), -float(loss) if loss not in (None, "") else -math.inf
+
+
 def best_epoch(history: list[dict[str, str]], monitor: str) -> dict[str, str] | None:
     """The history row of the best epoch by ``monitor``: the one ``BestWeights`` checkpointed."""
     rows = [r for r in history if r.get(monitor)]
     if not rows:
         return None
-    pick = max if monitor_mode(monitor) == "max" else min
-    return pick(rows, key=lambda r: float(r[monitor]))
+    return max(rows, key=lambda r: epoch_rank(r, monitor))
 
 
 def fit_marker(run_dir: Path) -> Path:

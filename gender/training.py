@@ -169,7 +169,6 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
     t = cfg.trainer
     history_path = run_dir / "history.csv"
     best_row = best_weights_row(run_dir, history_rows(history_path), t.checkpoint.monitor)
-    best_so_far = float(best_row[t.checkpoint.monitor]) if best_row else None
     stop_at = int(t.get("stop_at_epoch") or 0)
     paused = 0 < stop_at < int(t.epochs)
     callbacks = [StopAtEpoch(stop_at)] if paused else []
@@ -188,7 +187,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, epoch_var, random_states: lis
         # (which must save the average)
         resuming, start = restored_epoch(run_dir) > 0, int(cfg.optimizer.get("ema_start_epoch", 1))
         callbacks.append(AveragedWeights(resuming, paused, start_epoch=start))
-    callbacks += [HistoryCSV(history_path), BestWeights(run_dir, t.checkpoint.monitor, best_so_far)]
+    callbacks += [HistoryCSV(history_path), BestWeights(run_dir, t.checkpoint.monitor, best_row)]
     callbacks.append(FitComplete(run_dir))
     # double_checkpoint: if a kill corrupts the latest backup, resume from the one before it;
     # a paused run (a halving rung) keeps its state for the next rung

@@ -713,6 +713,31 @@ def test_resume_falls_back_to_the_earlier_state_when_the_latest_is_damaged(tmp_p
     assert checkpoints.best_weights_epoch(run_dir) == metrics["best_epoch"]  # metrics describe the model
 
 
+def test_a_tie_on_validation_accuracy_keeps_the_epoch_with_the_lower_loss(tmp_path):
+    """A small head tied its badly calibrated first epoch with later ones (test ECE 19% against 1%)."""
+    import keras
+
+    from gender import checkpoints
+    from gender.callbacks import BestWeights
+
+    epochs = [(0.9775, 0.2697), (0.9775, 0.0959), (0.9762, 0.0873), (0.9775, 0.0822), (0.9770, 0.0800)]
+    keys = ("val_accuracy", "val_loss")
+    rows = [{"epoch": str(e), **dict(zip(keys, map(str, v), strict=True))} for e, v in enumerate(epochs, 1)]
+    assert checkpoints.best_epoch(rows, "val_accuracy")["epoch"] == "4"
+    assert checkpoints.best_epoch(rows, "val_loss")["epoch"] == "5"  # a loss needs no tie-break
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    saver = BestWeights(tmp_path, "val_accuracy", None)
+    saver.set_model(model)
+    for epoch, (acc, loss) in enumerate(epochs[:3]):
+        saver.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert checkpoints.best_weights_epoch(tmp_path) == 2
+    resumed = BestWeights(tmp_path, "val_accuracy", rows[1])  # a resumed run goes on from epoch 2
+    resumed.set_model(model)
+    for epoch, (acc, loss) in enumerate(epochs[3:], 3):
+        resumed.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
+    assert checkpoints.best_weights_epoch(tmp_path) == 4
+
+
 def test_damaged_resume_state_without_an_earlier_one_says_what_to_delete(tmp_path):
     import h5py
 
