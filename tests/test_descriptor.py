@@ -25,6 +25,8 @@ from gender.prediction import predict_files
 from gender.scoring import run_evaluation
 
 DESCRIPTOR = FaceSettings.from_config({"face": "descriptor"})
+# experiment=face_descriptor's stage: dlib's CNN detector where HOG finds no face
+PRESET = FaceSettings.from_config({"face": "descriptor", "face_detector": "hog_then_cnn"})
 
 
 def _faces_and_plain(root: Path, n: int) -> Path:
@@ -107,7 +109,7 @@ def test_a_descriptor_run_trains_and_evaluate_and_predict_compute_the_same_input
     run = read_json(run_dir / "metrics.json")
     model = load_model(run_dir)
     assert model.input_shape == (None, DESCRIPTOR_SIZE)
-    assert face_settings_for(run_dir) == DESCRIPTOR  # recorded with the run
+    assert face_settings_for(run_dir) == PRESET  # recorded with the run
     assert (run_dir / "plots" / "mistakes.png").is_file()  # the aligned faces behind the descriptors
 
     evaluated = run_evaluation(
@@ -122,8 +124,8 @@ def test_a_descriptor_run_trains_and_evaluate_and_predict_compute_the_same_input
     assert evaluated["face"]["no_face_found"] == plain  # counted, each described whole
 
     files = sorted(str(p) for p in (root / "woman").iterdir())
-    predicted = predict_files(model, files, ["male", "female"], 150, face=DESCRIPTOR)
-    cache = gdata.build_cache(files, 150, tmp_path / "cache2", face=DESCRIPTOR, workers=1)
+    predicted = predict_files(model, files, ["male", "female"], 150, face=PRESET)
+    cache = gdata.build_cache(files, 150, tmp_path / "cache2", face=PRESET, workers=1)
     expected = model.predict_on_batch(np.asarray(cache.images)).reshape(-1)
     np.testing.assert_allclose([p.prob_class1 for p in predicted], expected, atol=1e-5)
 
@@ -170,7 +172,7 @@ def test_an_image_network_and_a_descriptor_head_average_as_one_model_with_two_in
 
     files = sorted(str(p) for p in root.rglob("*.*"))
     pixels = np.stack([gdata.load_image(f, 32, face=FaceSettings("align", 0.5)) for f in files])
-    vectors = np.stack([gdata.load_face(f, 150, face=DESCRIPTOR)[0] for f in files])
+    vectors = np.stack([gdata.load_face(f, 150, face=PRESET)[0] for f in files])
     expected = (
         predict_probs(load_model(image_run), pixels) + predict_probs(load_model(head_run), vectors)
     ) / 2
