@@ -431,8 +431,8 @@ def _found_by_hog(
 ) -> tuple[np.ndarray, dict] | None:
     """(inputs, index) of the complete HOG-only cache of the same files and stage, when building a
     ``hog_then_cnn`` one: wherever HOG found a face the second detector never runs, so those rows
-    are the same and only the images HOG missed need the slow detector (for the descriptors of
-    genderface: minutes instead of 25). None when there is no such cache."""
+    are the same and only the images HOG missed need the slow detector (genderface's descriptors:
+    2,062 images searched again instead of 24,451 described). None when there is no such cache."""
     if face.detector != "hog_then_cnn" or not face.active:
         return None
     hog = FaceSettings(face.mode, face.margin, "hog")
