@@ -10,6 +10,7 @@ uint8 batches from that array, so the input pipeline stays behind the training s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import hashlib
 import json
@@ -435,7 +436,7 @@ def _found_by_hog(
     2,062 images searched again instead of 24,451 described). None when there is no such cache."""
     if face.detector != "hog_then_cnn" or not face.active:
         return None
-    hog = FaceSettings(face.mode, face.margin, "hog")
+    hog = dataclasses.replace(face, detector="hog")
     sibling = Path(cache_dir) / f"{name}-{cache_key(paths, image_size, max_pixels, hog.key())}"
     if not _reusable(sibling / "index.json"):
         return None
@@ -509,12 +510,12 @@ def _decode_into(
         todo = list(range(len(paths)))
         if known is not None:
             inputs, index = known
-            copied = [i for i in todo if not index["reasons"][i] and not index["no_face"][i]]
-            for i in copied:
+            todo = [i for i in todo if index["reasons"][i] or index["no_face"][i]]
+            for i in set(range(len(paths))) - set(todo):  # HOG found these faces: the same rows
                 out[i] = inputs[i]
                 digests[i], kinds[i] = index["sha1"][i], index["kinds"][i]
-            todo = sorted(set(todo) - set(copied))
-            log.info("%d faces reused from the HOG-only cache; searching %d again", len(copied), len(todo))
+            reused = len(paths) - len(todo)
+            log.info("%d faces reused from the HOG-only cache; searching %d again", reused, len(todo))
         jobs = [(paths[i], image_size, max_pixels, face) for i in todo]
         if face.describes:  # dlib's network holds the GIL: one process per core
             spawn = multiprocessing.get_context("spawn")  # no fork of a process TensorFlow may run in

@@ -721,8 +721,10 @@ def test_a_tie_on_validation_accuracy_keeps_the_epoch_with_the_lower_loss(tmp_pa
     from gender.callbacks import BestWeights
 
     epochs = [(0.9775, 0.2697), (0.9775, 0.0959), (0.9762, 0.0873), (0.9775, 0.0822), (0.9770, 0.0800)]
-    keys = ("val_accuracy", "val_loss")
-    rows = [{"epoch": str(e), **dict(zip(keys, map(str, v), strict=True))} for e, v in enumerate(epochs, 1)]
+    rows = [  # history.csv's rows hold strings
+        {"epoch": str(e), "val_accuracy": str(acc), "val_loss": str(loss)}
+        for e, (acc, loss) in enumerate(epochs, 1)
+    ]
     assert checkpoints.best_epoch(rows, "val_accuracy")["epoch"] == "4"
     assert checkpoints.best_epoch(rows, "val_loss")["epoch"] == "5"  # a loss needs no tie-break
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
